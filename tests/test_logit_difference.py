@@ -1,0 +1,36 @@
+import torch
+
+from unlearn_peft.logit_difference import filtered_assistant_logits, plausible_token_mask, uld_logits
+
+
+def _logits(seed: int) -> torch.Tensor:
+    return torch.randn(2, 3, 17, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+def test_zero_weight_returns_the_target():
+    target = _logits(0)
+    assert torch.equal(uld_logits(target, _logits(1), 0.0, 1e-2), target)
+
+
+def test_plausible_set_is_relative_to_the_top_probability():
+    target = torch.log(torch.tensor([[0.5, 0.3, 0.004, 0.196]]))
+    assert plausible_token_mask(target, 1e-2).tolist() == [[True, True, False, True]]
+    assert plausible_token_mask(target, 0.0).all()
+
+
+def test_filter_is_invariant_to_per_position_shifts_of_the_assistant():
+    target, assistant = _logits(0), _logits(1)
+    shifted = assistant + torch.randn(2, 3, 1) * 50
+    torch.testing.assert_close(
+        filtered_assistant_logits(target, shifted, 1e-2), filtered_assistant_logits(target, assistant, 1e-2)
+    )
+    outside = ~plausible_token_mask(target, 1e-2)
+    assert outside.any() and (filtered_assistant_logits(target, assistant, 1e-2)[outside] == 0).all()
+
+
+def test_without_filter_logits_move_linearly_in_alpha():
+    target, assistant = _logits(0), _logits(1)
+    implied = [(target - uld_logits(target, assistant, alpha, 0.0)) / alpha for alpha in (0.5, 1.25)]
+    torch.testing.assert_close(implied[0], implied[1])
+    centred = assistant - assistant.mean(dim=-1, keepdim=True)
+    torch.testing.assert_close(implied[0], centred)

@@ -1,0 +1,136 @@
+"""End-to-end ULD training on the real SmolLM2-135M-Instruct (offline), LoRA and 4-bit QLoRA."""
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+from unlearn_peft import UnlearnConfig, UnlearnTrainer
+from unlearn_peft.losses import nll_loss
+
+from .conftest import qa_only
+
+pytestmark = pytest.mark.slow
+
+
+def _assistant_metrics(trainer: UnlearnTrainer, forget_rows, retain_rows) -> tuple[float, float]:
+    """(mean NLL on forget answers, mean entropy of the next-token distribution on retain answers)."""
+    model = trainer.model.eval()
+    forget_batch = trainer.data_collator(
+        [{"forget_input_ids": f["input_ids"], "forget_labels": f["labels"]} for f in forget_rows]
+    )
+    retain_batch = trainer.data_collator(
+        [{"forget_input_ids": r["input_ids"], "forget_labels": r["labels"]} for r in retain_rows]
+    )
+    with torch.no_grad():
+        forget_logits = model(
+            input_ids=forget_batch["forget_input_ids"], attention_mask=forget_batch["forget_attention_mask"]
+        ).logits
+        nll = nll_loss(forget_logits, forget_batch["forget_labels"]).item()
+        retain_logits = model(
+            input_ids=retain_batch["forget_input_ids"], attention_mask=retain_batch["forget_attention_mask"]
+        ).logits[:, :-1]
+        mask = retain_batch["forget_labels"][:, 1:].ne(-100)
+        log_probs = torch.log_softmax(retain_logits.float(), dim=-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)[mask].mean().item()
+    model.train()
+    return nll, entropy
+
+
+def test_uld_on_smollm2_remembers_forget_and_flattens_retain(
+    tmp_path, smollm2_path, tokenizer, tofu_forget, tofu_retain
+):
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    args = UnlearnConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=2,
+        max_steps=120,
+        learning_rate=3e-3,
+        logging_steps=10,
+        save_strategy="no",
+        max_length=128,
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = UnlearnTrainer(
+        model,
+        args=args,
+        forget_dataset=qa_only(tofu_forget[:4]),
+        retain_dataset=qa_only(tofu_retain[:4]),
+        processing_class=tokenizer,
+    )
+    assert trainer.assistant_num_layers == 7  # a quarter of SmolLM2's 30 layers
+
+    # No copy: the assistant's frozen weights are the target's tensors.
+    target_pointers = {tensor.data_ptr() for tensor in model.state_dict().values()}
+    assistant_base = [p for n, p in trainer.model.named_parameters() if "lora_" not in n]
+    assert assistant_base and all(p.data_ptr() in target_pointers for p in assistant_base)
+
+    forget_rows, retain_rows = trainer.train_dataset.forget, trainer.train_dataset.retain
+    nll_start, entropy_start = _assistant_metrics(trainer, forget_rows, retain_rows)
+    trainer.train()
+    nll_end, entropy_end = _assistant_metrics(trainer, forget_rows, retain_rows)
+    log_vocab = math.log(len(tokenizer))
+    print(
+        f"forget NLL {nll_start:.3f} -> {nll_end:.3f}; retain entropy {entropy_start:.3f} -> {entropy_end:.3f} "
+        f"(log V = {log_vocab:.3f})"
+    )
+    assert nll_end < 0.1 * nll_start
+    assert entropy_end > 0.9 * log_vocab and entropy_end > entropy_start
+
+    after = model.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+    trainer.save_model(str(tmp_path / "adapter"))
+    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert {int(key.split(".layers.")[1].split(".")[0]) for key in saved} == set(range(7))
+    assert all(".lora_A." in key or ".lora_B." in key for key in saved)
+    # Only 7 layers × 7 projections × (A, B).
+    assert len(saved) == 7 * 7 * 2
+
+
+def test_qlora_nf4_assistant_trains_on_cpu(tmp_path, smollm2_path, tokenizer, tofu_forget, tofu_retain):
+    args = UnlearnConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=2,
+        max_steps=3,
+        learning_rate=3e-3,
+        logging_steps=1,
+        save_strategy="no",
+        max_length=96,
+        use_cpu=True,
+        disable_tqdm=True,
+        assistant_num_layers=2,
+        model_init_kwargs={
+            "quantization_config": BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+            ),
+            "dtype": "float32",
+            "device_map": {"": "cpu"},
+        },
+    )
+    trainer = UnlearnTrainer(
+        str(smollm2_path),
+        args=args,
+        forget_dataset=qa_only(tofu_forget[:2]),
+        retain_dataset=qa_only(tofu_retain[:2]),
+        processing_class=tokenizer,
+    )
+    q_proj = trainer.target_model.model.layers[0].self_attn.q_proj
+    assert type(q_proj).__name__ == "Linear4bit" and q_proj.weight.quant_state.quant_type == "nf4"
+    packed_before = q_proj.weight.data.clone()
+    lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss_forget" in entry]
+    assert len(logs) == 3 and all(math.isfinite(entry["loss"]) for entry in logs)
+    assert any(not torch.equal(lora_before[n], p) for n, p in trainer.model.named_parameters() if "lora_B" in n)
+    assert torch.equal(q_proj.weight.data, packed_before)
+    trainer.save_model(str(tmp_path / "adapter"))
+    assert {
+        int(k.split(".layers.")[1].split(".")[0])
+        for k in load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    } == {0, 1}

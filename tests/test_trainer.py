@@ -1,0 +1,209 @@
+import json
+import logging
+
+import pytest
+import torch
+from peft import LoraConfig
+from safetensors.torch import load_file
+
+from unlearn_peft import SIDECAR_NAME, UnlearnConfig, UnlearnTrainer
+from unlearn_peft.trainer import load_causal_lm
+
+from .conftest import qa_only
+
+
+def _args(tmp_path, **overrides) -> UnlearnConfig:
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=2,
+        max_steps=4,
+        logging_steps=1,
+        save_strategy="no",
+        max_length=96,
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
+    return UnlearnConfig(**{**defaults, **overrides})
+
+
+def test_config_fields_have_help_and_paper_defaults():
+    config = UnlearnConfig(output_dir="x")
+    assert (config.learning_rate, config.num_train_epochs, config.weight_decay) == (1e-3, 10.0, 0.01)
+    assert (config.retain_loss_weight, config.assistant_weight, config.plausibility_threshold) == (6.5, 0.75, 1e-2)
+    for field in UnlearnConfig.__dataclass_fields__.values():
+        if field.init and field.name in UnlearnConfig.__annotations__:
+            assert field.metadata.get("help"), field.name
+    assert UnlearnConfig(output_dir="x", model_init_kwargs='{"dtype": "float32"}').model_init_kwargs == {
+        "dtype": "float32"
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"method": "magic"}, r"unknown method='magic'. Choose one of: uld"),
+        ({"assistant_num_layers": 0}, r"assistant_num_layers=0 must be ≥ 1"),
+        ({"model_init_kwargs": "{not json"}, r"model_init_kwargs is not valid JSON"),
+        ({"plausibility_threshold": 1.5}, r"plausibility_threshold=1.5 must be in \[0, 1\)"),
+    ],
+)
+def test_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        UnlearnConfig(output_dir="x", **kwargs)
+
+
+def test_training_changes_only_lora_and_saves_assistant_adapter(
+    tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain
+):
+    model = make_tiny_llama(num_layers=4)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    trainer = UnlearnTrainer(
+        model,
+        args=_args(tmp_path, assistant_num_layers=2),
+        forget_dataset=tofu_forget[:4],
+        retain_dataset=tofu_retain[:6],
+        processing_class=tokenizer,
+    )
+    # 4 forget rows + (paraphrased answer, paraphrased question) each; 6 retain rows + 5 perturbed answers each.
+    assert trainer.dataset_summary == {
+        "forget_rows": 4,
+        "forget_examples": 12,
+        "retain_rows": 6,
+        "retain_examples": 26,
+    }
+    trainable = [name for name, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    trainer.train()
+    assert any(not torch.equal(lora_before[n], p) for n, p in trainer.model.named_parameters() if "lora_B" in n)
+    after = model.state_dict()
+    assert set(after) == set(before) and all(torch.equal(before[name], after[name]) for name in before)
+
+    logs = [entry for entry in trainer.state.log_history if "loss_forget" in entry]
+    assert len(logs) == 4 and all(entry["loss_retain"] > 0 and entry["loss_forget"] > 0 for entry in logs)
+    assert logs[0]["loss"] == pytest.approx(logs[0]["loss_forget"] + 6.5 * logs[0]["loss_retain"], rel=1e-4)
+
+    trainer.save_model(str(tmp_path / "adapter"))
+    adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    layers = {int(key.split(".layers.")[1].split(".")[0]) for key in adapter}
+    assert layers == {0, 1} and all("lora_" in key for key in adapter)
+    adapter_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["layers_to_transform"] == [0, 1] and adapter_config["r"] == 32
+    sidecar = json.loads((tmp_path / "adapter" / SIDECAR_NAME).read_text())
+    assert sidecar["method"] == "uld" and sidecar["assistant_num_layers"] == 2
+    assert sidecar["assistant_weight"] == 0.75 and sidecar["plausibility_threshold"] == 0.01
+    assert sidecar["base_model_fingerprint"] == {
+        "architecture": "LlamaForCausalLM",
+        "model_type": "llama",
+        "num_hidden_layers": 4,
+        "hidden_size": 64,
+        "vocab_size": len(tokenizer),
+    }
+    assert sidecar["library_version"] and sidecar["schema_version"] == 1
+
+
+def test_gradient_accumulation_matches_one_large_batch(tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain):
+    """Rows of different lengths: only token-count normalisation over the whole step makes these agree."""
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"])
+    adapters = []
+    for batch_size, accumulation in ((4, 1), (2, 2), (1, 4)):
+        trainer = UnlearnTrainer(
+            make_tiny_llama(num_layers=4),
+            args=_args(
+                tmp_path,
+                per_device_train_batch_size=batch_size,
+                gradient_accumulation_steps=accumulation,
+                max_steps=1,
+                train_sampling_strategy="sequential",
+                warmup_steps=0,
+                optim="sgd",  # scale-sensitive, unlike Adam's first step
+                assistant_num_layers=2,
+            ),
+            forget_dataset=qa_only(tofu_forget[:4]),
+            retain_dataset=qa_only(tofu_retain[:4]),
+            processing_class=tokenizer,
+            peft_config=lora,
+        )
+        trainer.train()
+        adapters.append({n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n})
+    for other in adapters[1:]:
+        for name, tensor in adapters[0].items():
+            torch.testing.assert_close(other[name], tensor, rtol=1e-4, atol=1e-6)
+
+
+def test_min_train_steps_extends_epochs(tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain, caplog):
+    with caplog.at_level(logging.WARNING, logger="unlearn_peft.trainer"):
+        trainer = UnlearnTrainer(
+            make_tiny_llama(),
+            args=_args(tmp_path, max_steps=-1, num_train_epochs=1, min_train_steps=12, per_device_train_batch_size=4),
+            forget_dataset=qa_only(tofu_forget[:8]),
+            retain_dataset=qa_only(tofu_retain[:8]),
+            processing_class=tokenizer,
+        )
+    assert trainer.args.num_train_epochs == 6.0  # 8 rows / batch 4 = 2 steps per epoch
+    assert any("min_train_steps=12" in record.getMessage() for record in caplog.records)
+
+
+def test_not_converged_warning(tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain, caplog):
+    trainer = UnlearnTrainer(
+        make_tiny_llama(),
+        args=_args(tmp_path, max_steps=1, learning_rate=1e-6),
+        forget_dataset=qa_only(tofu_forget[:2]),
+        retain_dataset=qa_only(tofu_retain[:2]),
+        processing_class=tokenizer,
+    )
+    with caplog.at_level(logging.WARNING, logger="unlearn_peft.trainer"):
+        trainer.train()
+    assert any("has not converged" in record.getMessage() for record in caplog.records)
+
+
+def test_evaluate_reports_both_terms(tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain):
+    trainer = UnlearnTrainer(
+        make_tiny_llama(),
+        args=_args(tmp_path),
+        forget_dataset=qa_only(tofu_forget[:2]),
+        retain_dataset=qa_only(tofu_retain[:2]),
+        eval_dataset={"forget": qa_only(tofu_forget[2:4]), "retain": qa_only(tofu_retain[2:4])},
+        processing_class=tokenizer,
+    )
+    metrics = trainer.evaluate()
+    assert metrics["eval_loss_forget"] > 0 and metrics["eval_loss_retain"] > 0
+    assert metrics["eval_loss"] == pytest.approx(
+        metrics["eval_loss_forget"] + 6.5 * metrics["eval_loss_retain"], rel=1e-4
+    )
+
+
+@pytest.mark.parametrize(
+    ("forget", "retain", "extra", "message"),
+    [
+        ([], [{"text": "x"}], {}, r"forget_dataset is empty"),
+        ([{"input": "a", "output": "b"}], [{"text": "x"}], {}, r"forget_dataset has columns \['input', 'output'\]"),
+        ([{"text": "a"}], None, {}, r"retain_dataset is required when retain_loss_weight=6.5"),
+        ([{"text": "a"}], [{"text": "b"}], {"assistant_num_layers": 4}, r"assistant_num_layers=4 is out of range"),
+    ],
+)
+def test_bad_input_errors(tmp_path, make_tiny_llama, tokenizer, forget, retain, extra, message):
+    with pytest.raises(ValueError, match=message):
+        UnlearnTrainer(
+            make_tiny_llama(num_layers=4),
+            args=_args(tmp_path, **extra),
+            forget_dataset=forget,
+            retain_dataset=retain,
+            processing_class=tokenizer,
+        )
+
+
+def test_model_id_loading_and_trust_remote_code_refused(tmp_path, make_tiny_llama, tokenizer):
+    make_tiny_llama().save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    trainer = UnlearnTrainer(
+        str(tmp_path / "tiny"),
+        args=_args(tmp_path, model_init_kwargs={"dtype": "float32"}),
+        forget_dataset=[{"text": "forget me"}],
+        retain_dataset=[{"text": "keep me"}],
+    )
+    assert trainer.target_model.dtype == torch.float32 and trainer.processing_class is not None
+    assert trainer.build_sidecar().base_model_name_or_path == str(tmp_path / "tiny")
+    with pytest.raises(ValueError, match="never runs remote code"):
+        load_causal_lm(str(tmp_path / "tiny"), {"trust_remote_code": True})

@@ -1,0 +1,14 @@
+"""unlearn-peft: LLM unlearning as LoRA / QLoRA adapters for the Hugging Face stack."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("unlearn-peft")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+local"
+
+from .config import UnlearnConfig  # noqa: E402
+from .sidecar import SIDECAR_NAME, UnlearnSidecar  # noqa: E402
+from .trainer import UnlearnTrainer  # noqa: E402
+
+__all__ = ["SIDECAR_NAME", "UnlearnConfig", "UnlearnSidecar", "UnlearnTrainer", "__version__"]

@@ -1,0 +1,91 @@
+"""The adapter sidecar `unlearn_config.json`: what PEFT's `adapter_config.json` does not record.
+
+It sits next to the standard PEFT files and records the unlearning method, the ULD inference settings, the base
+model (id, revision) and a fingerprint of the base's config, so that a loader can refuse a mismatched base.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from transformers import PretrainedConfig, PreTrainedModel
+
+from .assistant import num_decoder_layers
+
+SIDECAR_NAME = "unlearn_config.json"
+SIDECAR_SCHEMA_VERSION = 1
+
+
+def base_model_fingerprint(model: PreTrainedModel) -> dict[str, Any]:
+    """What an adapter depends on in its base: architecture, layer count, hidden size, vocabulary size."""
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return {
+        "model_type": getattr(config, "model_type", None),
+        "architecture": type(model).__name__,
+        "num_hidden_layers": num_decoder_layers(config),
+        "hidden_size": getattr(text_config, "hidden_size", None),
+        "vocab_size": getattr(text_config, "vocab_size", None),
+    }
+
+
+def base_model_reference(config: PretrainedConfig) -> tuple[str | None, str | None]:
+    """`(name_or_path, revision)` of the checkpoint a model was loaded from, when transformers recorded them."""
+    name_or_path = getattr(config, "_name_or_path", None) or None
+    revision = getattr(config, "_commit_hash", None) or None
+    return name_or_path, revision
+
+
+@dataclass
+class UnlearnSidecar:
+    """Contents of `unlearn_config.json`."""
+
+    method: str
+    base_model_name_or_path: str | None
+    base_model_revision: str | None
+    base_model_fingerprint: dict[str, Any]
+    library_version: str
+    assistant_num_layers: int | None = None
+    assistant_weight: float | None = None
+    plausibility_threshold: float | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SIDECAR_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, directory: str | os.PathLike[str]) -> str:
+        """Write the sidecar into `directory` and return its path."""
+        path = os.path.join(directory, SIDECAR_NAME)
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(self.to_dict(), handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = SIDECAR_NAME) -> UnlearnSidecar:
+        version = data.get("schema_version")
+        if not isinstance(version, int) or version > SIDECAR_SCHEMA_VERSION:
+            raise ValueError(
+                f"{source}: schema_version={version!r} is not supported by this version of unlearn-peft (reads up to "
+                f"{SIDECAR_SCHEMA_VERSION}). Upgrade with `pip install -U unlearn-peft`."
+            )
+        missing = [name for name in ("method", "base_model_fingerprint", "library_version") if name not in data]
+        if missing:
+            raise ValueError(f"{source}: missing required keys {missing}; the sidecar is incomplete or corrupted.")
+        known = set(cls.__dataclass_fields__)
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> UnlearnSidecar:
+        """Read a sidecar file (or the sidecar inside a directory)."""
+        path = os.path.join(path, SIDECAR_NAME) if os.path.isdir(path) else os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); the sidecar is corrupted.") from error
+        return cls.from_dict(data, source=path)

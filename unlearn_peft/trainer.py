@@ -1,0 +1,431 @@
+"""`UnlearnTrainer`: a TRL-style trainer for LLM unlearning with LoRA / QLoRA adapters."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from datasets import Dataset
+from peft import PeftConfig, PeftModel, get_peft_model
+from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    DataCollator,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    ProcessorMixin,
+    Trainer,
+    TrainerCallback,
+)
+
+from . import __version__
+from .assistant import (
+    default_assistant_lora_config,
+    early_exit_view,
+    resolve_assistant_num_layers,
+    restrict_lora_config_to_assistant,
+)
+from .config import UnlearnConfig
+from .data import (
+    ForgetRetainCollator,
+    ForgetRetainDataset,
+    as_dataset,
+    concatenate_tokenized,
+    paraphrase_augmentation,
+    perturbed_retain_augmentation,
+    tokenize_dataset,
+)
+from .losses import count_loss_tokens, nll_loss, uniform_kl_loss
+from .sidecar import UnlearnSidecar, base_model_fingerprint, base_model_reference
+
+logger = logging.getLogger(__name__)
+
+# A converged ULD assistant (SmolLM2-135M, K=8) reaches a forget NLL near 0.1 and a retain KL(U‖p) near 0.4; an
+# unconverged one sits near 8 and 3. Above these values at the end of training the trainer warns.
+CONVERGED_FORGET_NLL = 1.0
+CONVERGED_RETAIN_KL = 1.0
+
+
+def load_causal_lm(model_id: str, model_init_kwargs: dict[str, Any] | None) -> PreTrainedModel:
+    """Load a causal LM by Hub id or local path with `model_init_kwargs` (TRL conventions)."""
+    kwargs = dict(model_init_kwargs or {})
+    dtype = kwargs.get("dtype", "auto")
+    if isinstance(dtype, str) and dtype != "auto":
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(
+                f"model_init_kwargs['dtype']={dtype!r} is not a torch dtype; use e.g. 'float32', 'bfloat16' or 'auto'."
+            )
+        kwargs["dtype"] = getattr(torch, dtype)
+    if isinstance(kwargs.get("quantization_config"), dict):
+        kwargs["quantization_config"] = BitsAndBytesConfig(**kwargs["quantization_config"])
+    if kwargs.get("trust_remote_code"):
+        raise ValueError("unlearn-peft never runs remote code: remove trust_remote_code from model_init_kwargs.")
+    return AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
+
+
+class UnlearnTrainer(Trainer):
+    """Trainer for LLM unlearning.
+
+    With `method="uld"` (the default) it trains the assistant of ULD (Ji et al. 2024, arXiv 2406.08607): an
+    early-exit view of the model's first K decoder layers (plus its final norm and LM head) that shares the model's
+    weights, with a LoRA adapter on those K layers. The assistant learns to remember the forget set (NLL on forget
+    answers) and to forget the retain set (`KL(uniform ‖ p)` on retain answers); at inference the unlearned model's
+    logits are `target − α · assistant`. Only the LoRA weights train; the forward runs only the K layers.
+
+    Args:
+        model (`str` or [`~transformers.PreTrainedModel`]):
+            The model to unlearn from: a Hub id or local path (loaded with `args.model_init_kwargs`, which may hold
+            a `BitsAndBytesConfig` for QLoRA), or a loaded causal LM. Its weights are never modified.
+        args ([`UnlearnConfig`], *optional*):
+            Training configuration. Defaults to `UnlearnConfig(output_dir="<model name>-Unlearn")`.
+        forget_dataset ([`~datasets.Dataset`] or list of dicts):
+            What to unlearn. Formats: prompt-completion, conversational (`messages`), language modelling (`text`),
+            or TOFU question-answer (`question`/`answer`, optionally with `paraphrased_answer`,
+            `paraphrased_question` and `perturbed_answer` for augmentation).
+        retain_dataset ([`~datasets.Dataset`] or list of dicts, *optional*):
+            What to keep, in any supported format. Required unless `retain_loss_weight=0`.
+        eval_dataset (`dict`, *optional*):
+            `{"forget": rows, "retain": rows}`; evaluation reports `eval_loss_forget` and `eval_loss_retain`.
+        processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            Tokenizer. Loaded from the model's checkpoint when `None`.
+        peft_config ([`~peft.LoraConfig`], *optional*):
+            The assistant's LoRA. Defaults to the paper's r=32, alpha=32, dropout 0.05 on q/k/v/o/gate/up/down of
+            layers `0..K-1`. A given config is restricted to those layers (`layers_to_transform`).
+        data_collator (`DataCollator`, *optional*):
+            Defaults to [`~unlearn_peft.data.ForgetRetainCollator`].
+        callbacks (list of [`~transformers.TrainerCallback`], *optional*):
+            Extra callbacks.
+        optimizers (`tuple`, *optional*):
+            `(optimizer, lr_scheduler)`; by default AdamW with a linear schedule.
+
+    Example:
+
+    ```python
+    >>> from unlearn_peft import UnlearnConfig, UnlearnTrainer
+    >>> trainer = UnlearnTrainer(
+    ...     model="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ...     args=UnlearnConfig(output_dir="smollm2-uld"),
+    ...     forget_dataset=forget_rows,
+    ...     retain_dataset=retain_rows,
+    ... )
+    >>> trainer.train()
+    >>> trainer.save_model()
+    ```
+    """
+
+    _tag_names = ["unlearn-peft", "unlearning", "uld"]
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        args: UnlearnConfig | None = None,
+        forget_dataset: Dataset | Sequence[dict[str, Any]] | None = None,
+        retain_dataset: Dataset | Sequence[dict[str, Any]] | None = None,
+        eval_dataset: dict[str, Dataset | Sequence[dict[str, Any]]] | None = None,
+        processing_class: PreTrainedTokenizerBase | ProcessorMixin | None = None,
+        peft_config: PeftConfig | None = None,
+        data_collator: DataCollator | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+    ) -> None:
+        if args is None:
+            model_name = model if isinstance(model, str) else model.config._name_or_path
+            args = UnlearnConfig(output_dir=f"{str(model_name).rstrip('/').split('/')[-1]}-Unlearn")
+        elif not isinstance(args, UnlearnConfig):
+            raise TypeError(f"args must be an UnlearnConfig, got {type(args).__name__}.")
+
+        if isinstance(model, str):
+            model = load_causal_lm(model, args.model_init_kwargs)
+        elif args.model_init_kwargs:
+            logger.warning("model_init_kwargs are ignored because `model` is already loaded.")
+        if isinstance(model, PeftModel):
+            raise ValueError(
+                "model is already a PeftModel. Pass the base model and the adapter settings as `peft_config`; "
+                "UnlearnTrainer attaches the unlearning adapter itself."
+            )
+        if not isinstance(model, PreTrainedModel):
+            raise TypeError(f"model must be a Hub id, a local path or a PreTrainedModel, got {type(model).__name__}.")
+
+        if processing_class is None:
+            processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        if tokenizer.pad_token_id is None:
+            if tokenizer.eos_token_id is None:
+                raise ValueError("The tokenizer has neither a pad token nor an EOS token; set tokenizer.pad_token.")
+            tokenizer.pad_token = tokenizer.eos_token
+
+        self.target_model = model
+        self.assistant_num_layers = resolve_assistant_num_layers(args.assistant_num_layers, model.config)
+        train_dataset = self._prepare_train_dataset(forget_dataset, retain_dataset, tokenizer, args)
+        prepared_eval = self._prepare_eval_dataset(eval_dataset, tokenizer, args)
+
+        if peft_config is None:
+            peft_config = default_assistant_lora_config(model, self.assistant_num_layers)
+        else:
+            peft_config = restrict_lora_config_to_assistant(peft_config, model, self.assistant_num_layers)
+        assistant = get_peft_model(early_exit_view(model, self.assistant_num_layers), peft_config)
+
+        if data_collator is None:
+            data_collator = ForgetRetainCollator(pad_token_id=tokenizer.pad_token_id)
+
+        super().__init__(
+            model=assistant,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=prepared_eval,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        # compute_loss divides by the token count of the whole optimiser step (see `_get_num_items_in_batch`).
+        self.loss_is_scaled_for_ga = True
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self.last_train_metrics: dict[str, float] = {}
+        self._apply_min_train_steps()
+
+    # ------------------------------------------------------------------ data
+
+    def _prepare_train_dataset(
+        self,
+        forget_dataset: Dataset | Sequence[dict[str, Any]] | None,
+        retain_dataset: Dataset | Sequence[dict[str, Any]] | None,
+        tokenizer: PreTrainedTokenizerBase,
+        args: UnlearnConfig,
+    ) -> ForgetRetainDataset:
+        forget = as_dataset(forget_dataset, "forget_dataset")
+        retain = as_dataset(retain_dataset, "retain_dataset")
+        if forget is None or len(forget) == 0:
+            raise ValueError("forget_dataset is empty: pass at least one row of what the model must unlearn.")
+        if retain is not None and len(retain) == 0:
+            raise ValueError(
+                "retain_dataset is empty: pass rows the model must keep, or None with retain_loss_weight=0."
+            )
+        if retain is None and args.retain_loss_weight > 0:
+            raise ValueError(
+                f"retain_dataset is required when retain_loss_weight={args.retain_loss_weight} > 0 (ULD's assistant "
+                "learns to forget the retain set). Pass one, or set retain_loss_weight=0."
+            )
+
+        paraphrased = paraphrase_augmentation(forget) if args.augment_forget_with_paraphrases else None
+        perturbed = perturbed_retain_augmentation(forget) if args.augment_retain_with_perturbed else None
+        tokenize = dict(tokenizer=tokenizer, max_length=args.max_length)
+        forget_tokens = concatenate_tokenized(
+            [
+                tokenize_dataset(forget, name="forget_dataset", **tokenize),
+                tokenize_dataset(paraphrased, name="forget_dataset (paraphrase augmentation)", **tokenize)
+                if paraphrased is not None
+                else None,
+            ]
+        )
+        retain_tokens = None
+        if retain is not None:
+            retain_tokens = concatenate_tokenized(
+                [
+                    tokenize_dataset(retain, name="retain_dataset", **tokenize),
+                    tokenize_dataset(perturbed, name="retain_dataset (perturbed-answer augmentation)", **tokenize)
+                    if perturbed is not None and args.retain_loss_weight > 0
+                    else None,
+                ]
+            )
+        self.dataset_summary = {
+            "forget_rows": len(forget),
+            "forget_examples": len(forget_tokens),
+            "retain_rows": len(retain) if retain is not None else 0,
+            "retain_examples": len(retain_tokens) if retain_tokens is not None else 0,
+        }
+        logger.info("Unlearning data: %s", self.dataset_summary)
+        return ForgetRetainDataset(forget_tokens, retain_tokens if args.retain_loss_weight > 0 else None)
+
+    def _prepare_eval_dataset(
+        self,
+        eval_dataset: dict[str, Dataset | Sequence[dict[str, Any]]] | None,
+        tokenizer: PreTrainedTokenizerBase,
+        args: UnlearnConfig,
+    ) -> ForgetRetainDataset | None:
+        if eval_dataset is None:
+            return None
+        if not isinstance(eval_dataset, dict) or "forget" not in eval_dataset:
+            raise ValueError(
+                "eval_dataset must be a dict {'forget': rows, 'retain': rows}; evaluation reports the assistant's "
+                "forget and retain losses."
+            )
+        unknown = set(eval_dataset) - {"forget", "retain"}
+        if unknown:
+            raise ValueError(f"eval_dataset has unknown keys {sorted(unknown)}; use 'forget' and 'retain'.")
+        tokenize = dict(tokenizer=tokenizer, max_length=args.max_length)
+        forget = as_dataset(eval_dataset["forget"], "eval_dataset['forget']")
+        if forget is None or len(forget) == 0:
+            raise ValueError("eval_dataset['forget'] is empty.")
+        retain = as_dataset(eval_dataset.get("retain"), "eval_dataset['retain']")
+        return ForgetRetainDataset(
+            tokenize_dataset(forget, name="eval_dataset['forget']", **tokenize),
+            tokenize_dataset(retain, name="eval_dataset['retain']", **tokenize) if retain is not None else None,
+        )
+
+    def _apply_min_train_steps(self) -> None:
+        args = self.args
+        if args.max_steps > 0 or args.min_train_steps <= 0:
+            return
+        batches_per_epoch = math.ceil(len(self.train_dataset) / (args.per_device_train_batch_size * args.world_size))
+        steps_per_epoch = max(math.ceil(batches_per_epoch / args.gradient_accumulation_steps), 1)
+        planned_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
+        if planned_steps < args.min_train_steps:
+            epochs = math.ceil(args.min_train_steps / steps_per_epoch)
+            logger.warning(
+                "num_train_epochs=%s gives only %d optimiser steps on %d forget examples; training %d epochs "
+                "(%d steps) to reach min_train_steps=%d, which small forget sets need to converge.",
+                args.num_train_epochs,
+                planned_steps,
+                len(self.train_dataset),
+                epochs,
+                epochs * steps_per_epoch,
+                args.min_train_steps,
+            )
+            args.num_train_epochs = float(epochs)
+
+    # ------------------------------------------------------------------ loss
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> dict[str, torch.Tensor] | None:
+        """Counted answer tokens of the whole optimiser step, per term (`forget`, `retain`), over all processes."""
+        counts: dict[str, torch.Tensor] = {}
+        for term in ("forget", "retain"):
+            key = f"{term}_labels"
+            if not batch_samples or key not in batch_samples[0]:
+                continue
+            count = sum(count_loss_tokens(batch[key]) for batch in batch_samples).to(device)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                count = self.accelerator.gather(count).sum()
+            counts[term] = count
+        return counts or None
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """`forget_loss_weight · L_f + retain_loss_weight · L_r`, with one forward over forget and retain rows."""
+        counts = num_items_in_batch if isinstance(num_items_in_batch, dict) else {}
+        num_forget = inputs["forget_input_ids"].shape[0]
+        has_retain = "retain_input_ids" in inputs
+        input_ids, attention_mask = inputs["forget_input_ids"], inputs["forget_attention_mask"]
+        if has_retain:
+            input_ids = torch.cat([input_ids, inputs["retain_input_ids"]])
+            attention_mask = torch.cat([attention_mask, inputs["retain_attention_mask"]])
+        outputs = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        logits = outputs.logits
+
+        terms = {"forget": nll_loss(logits[:num_forget], inputs["forget_labels"], counts.get("forget"))}
+        weights = {"forget": self.args.forget_loss_weight}
+        if has_retain:
+            terms["retain"] = uniform_kl_loss(logits[num_forget:], inputs["retain_labels"], counts.get("retain"))
+            weights["retain"] = self.args.retain_loss_weight
+        loss = sum(weights[name] * value for name, value in terms.items())
+
+        self._record_term_metrics(terms, counts, inputs)
+        if counts and self.args.average_tokens_across_devices and self.args.world_size > 1:
+            # Token counts were summed over processes, and DDP averages gradients: undo that average.
+            loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
+
+    def _record_term_metrics(
+        self, terms: dict[str, torch.Tensor], counts: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
+    ) -> None:
+        mode = "train" if self.model.training else "eval"
+        for name, value in terms.items():
+            local_mean = value.detach()
+            if name in counts:
+                local_tokens = count_loss_tokens(inputs[f"{name}_labels"]).clamp(min=1)
+                local_mean = local_mean * counts[name] / local_tokens
+            self._metrics[mode][f"loss_{name}"].append(self.accelerator.gather(local_mean.float()).mean().item())
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor, None, None]:
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any):
+        output = super().evaluation_loop(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", args[3] if len(args) > 3 else "eval")
+        for key, values in self._metrics["eval"].items():
+            if values:
+                output.metrics[f"{prefix}_{key}"] = sum(values) / len(values)
+        self._metrics["eval"].clear()
+        return output
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        metrics = {key: sum(values) / len(values) for key, values in self._metrics[mode].items() if values}
+        if mode == "train":
+            self.last_train_metrics.update(metrics)
+        else:
+            metrics = {f"eval_{key}": value for key, value in metrics.items()}
+        super().log({**logs, **metrics}, start_time)
+        self._metrics[mode].clear()
+
+    # ------------------------------------------------------------------ train / save
+
+    def train(self, *args: Any, **kwargs: Any):
+        output = super().train(*args, **kwargs)
+        self._warn_if_not_converged()
+        return output
+
+    def _warn_if_not_converged(self) -> None:
+        forget = self.last_train_metrics.get("loss_forget")
+        retain = self.last_train_metrics.get("loss_retain")
+        not_converged = (forget is not None and forget > CONVERGED_FORGET_NLL) or (
+            retain is not None and retain > CONVERGED_RETAIN_KL
+        )
+        if not_converged:
+            logger.warning(
+                "The ULD assistant has not converged: last loss_forget=%.3f (want ≤ %.1f), loss_retain=%s (want ≤ "
+                "%.1f). Unlearning will be weak; raise learning_rate or min_train_steps / num_train_epochs.",
+                forget if forget is not None else float("nan"),
+                CONVERGED_FORGET_NLL,
+                f"{retain:.3f}" if retain is not None else "n/a",
+                CONVERGED_RETAIN_KL,
+            )
+
+    def build_sidecar(self) -> UnlearnSidecar:
+        """The `unlearn_config.json` describing this run's adapter."""
+        name_or_path, revision = base_model_reference(self.target_model.config)
+        args = self.args
+        return UnlearnSidecar(
+            method=args.method,
+            base_model_name_or_path=name_or_path,
+            base_model_revision=revision,
+            base_model_fingerprint=base_model_fingerprint(self.target_model),
+            library_version=__version__,
+            assistant_num_layers=self.assistant_num_layers,
+            assistant_weight=args.assistant_weight,
+            plausibility_threshold=args.plausibility_threshold,
+            training={
+                **self.dataset_summary,
+                "forget_loss_weight": args.forget_loss_weight,
+                "retain_loss_weight": args.retain_loss_weight,
+                "learning_rate": args.learning_rate,
+                "num_train_epochs": args.num_train_epochs,
+                "max_length": args.max_length,
+                "global_step": self.state.global_step,
+            },
+        )
+
+    def _save(self, output_dir: str | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        super()._save(output_dir, state_dict=state_dict)
+        self.build_sidecar().save(output_dir)
