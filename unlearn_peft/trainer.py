@@ -153,6 +153,11 @@ class UnlearnTrainer(Trainer):
             raise TypeError(f"model must be a Hub id, a local path or a PreTrainedModel, got {type(model).__name__}.")
 
         if processing_class is None:
+            if not model.config._name_or_path:
+                raise ValueError(
+                    "processing_class is required: the model has no checkpoint path to load its tokenizer from. "
+                    "Pass processing_class=AutoTokenizer.from_pretrained(...)."
+                )
             processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
         tokenizer = getattr(processing_class, "tokenizer", processing_class)
         if tokenizer.pad_token_id is None:
