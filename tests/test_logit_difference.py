@@ -1,6 +1,12 @@
 import torch
+from torch import nn
 
-from unlearn_peft.logit_difference import filtered_assistant_logits, plausible_token_mask, uld_logits
+from unlearn_peft.logit_difference import (
+    filtered_assistant_logits,
+    filtered_assistant_logits_from_hidden,
+    plausible_token_mask,
+    uld_logits,
+)
 
 
 def _logits(seed: int) -> torch.Tensor:
@@ -20,9 +26,12 @@ def test_plausible_set_is_relative_to_the_top_probability():
 
 def test_filter_is_invariant_to_per_position_shifts_of_the_assistant():
     target, assistant = _logits(0), _logits(1)
-    shifted = assistant + torch.randn(2, 3, 1) * 50
+    shifted = assistant + torch.randn(2, 3, 1, generator=torch.Generator().manual_seed(2)) * 50
     torch.testing.assert_close(
-        filtered_assistant_logits(target, shifted, 1e-2), filtered_assistant_logits(target, assistant, 1e-2)
+        filtered_assistant_logits(target, shifted, 1e-2),
+        filtered_assistant_logits(target, assistant, 1e-2),
+        rtol=0,
+        atol=1e-4,  # float32 rounding of shifts up to ~100
     )
     outside = ~plausible_token_mask(target, 1e-2)
     assert outside.any() and (filtered_assistant_logits(target, assistant, 1e-2)[outside] == 0).all()
@@ -34,3 +43,14 @@ def test_without_filter_logits_move_linearly_in_alpha():
     torch.testing.assert_close(implied[0], implied[1])
     centred = assistant - assistant.mean(dim=-1, keepdim=True)
     torch.testing.assert_close(implied[0], centred)
+
+
+def test_head_on_plausible_rows_only_equals_the_full_head():
+    torch.manual_seed(0)
+    head = nn.Linear(8, 17, bias=True)
+    hidden, target = torch.randn(2, 3, 8), _logits(0)
+    full = filtered_assistant_logits(target, head(hidden), 0.05)
+    restricted = filtered_assistant_logits_from_hidden(target, hidden, head, 0.05, max_plausible_fraction=1.0)
+    torch.testing.assert_close(restricted, full)
+    no_filter = filtered_assistant_logits_from_hidden(target, hidden, head, 0.0)
+    torch.testing.assert_close(no_filter, filtered_assistant_logits(target, head(hidden), 0.0))

@@ -8,7 +8,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from unlearn_peft import UnlearnConfig, UnlearnTrainer
+from unlearn_peft.evaluation import answer_probability
 from unlearn_peft.losses import nll_loss
+from unlearn_peft.modeling import ULDModel
 
 from .conftest import qa_only
 
@@ -39,13 +41,14 @@ def _assistant_metrics(trainer: UnlearnTrainer, forget_rows, retain_rows) -> tup
     return nll, entropy
 
 
-def test_uld_on_smollm2_remembers_forget_and_flattens_retain(
-    tmp_path, smollm2_path, tokenizer, tofu_forget, tofu_retain
-):
+@pytest.fixture(scope="module")
+def trained_smollm2(tmp_path_factory, smollm2_path, tokenizer, tofu_forget, tofu_retain):
+    """Train a ULD assistant on SmolLM2-135M once for this module; record what the tests check."""
+    root = tmp_path_factory.mktemp("smollm2_uld")
     model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     args = UnlearnConfig(
-        output_dir=str(tmp_path / "out"),
+        output_dir=str(root / "out"),
         per_device_train_batch_size=2,
         max_steps=120,
         learning_rate=3e-3,
@@ -63,17 +66,28 @@ def test_uld_on_smollm2_remembers_forget_and_flattens_retain(
         retain_dataset=qa_only(tofu_retain[:4]),
         processing_class=tokenizer,
     )
-    assert trainer.assistant_num_layers == 7  # a quarter of SmolLM2's 30 layers
-
-    # No copy: the assistant's frozen weights are the target's tensors.
     target_pointers = {tensor.data_ptr() for tensor in model.state_dict().values()}
     assistant_base = [p for n, p in trainer.model.named_parameters() if "lora_" not in n]
-    assert assistant_base and all(p.data_ptr() in target_pointers for p in assistant_base)
-
     forget_rows, retain_rows = trainer.train_dataset.forget, trainer.train_dataset.retain
-    nll_start, entropy_start = _assistant_metrics(trainer, forget_rows, retain_rows)
+    start = _assistant_metrics(trainer, forget_rows, retain_rows)
     trainer.train()
-    nll_end, entropy_end = _assistant_metrics(trainer, forget_rows, retain_rows)
+    end = _assistant_metrics(trainer, forget_rows, retain_rows)
+    trainer.save_model(str(root / "adapter"))
+    return {
+        "model": model,
+        "before": before,
+        "trainer": trainer,
+        "shares_storage": bool(assistant_base) and all(p.data_ptr() in target_pointers for p in assistant_base),
+        "start": start,
+        "end": end,
+        "adapter": root / "adapter",
+    }
+
+
+def test_uld_on_smollm2_remembers_forget_and_flattens_retain(trained_smollm2, tokenizer):
+    assert trained_smollm2["trainer"].assistant_num_layers == 7  # a quarter of SmolLM2's 30 layers
+    assert trained_smollm2["shares_storage"]  # no copy: the assistant's frozen weights are the target's tensors
+    (nll_start, entropy_start), (nll_end, entropy_end) = trained_smollm2["start"], trained_smollm2["end"]
     log_vocab = math.log(len(tokenizer))
     print(
         f"forget NLL {nll_start:.3f} -> {nll_end:.3f}; retain entropy {entropy_start:.3f} -> {entropy_end:.3f} "
@@ -82,15 +96,60 @@ def test_uld_on_smollm2_remembers_forget_and_flattens_retain(
     assert nll_end < 0.1 * nll_start
     assert entropy_end > 0.9 * log_vocab and entropy_end > entropy_start
 
-    after = model.state_dict()
+    before, after = trained_smollm2["before"], trained_smollm2["model"].state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)
 
-    trainer.save_model(str(tmp_path / "adapter"))
-    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    saved = load_file(trained_smollm2["adapter"] / "adapter_model.safetensors")
     assert {int(key.split(".layers.")[1].split(".")[0]) for key in saved} == set(range(7))
     assert all(".lora_A." in key or ".lora_B." in key for key in saved)
-    # Only 7 layers × 7 projections × (A, B).
-    assert len(saved) == 7 * 7 * 2
+    assert len(saved) == 7 * 7 * 2  # 7 layers × 7 projections × (A, B)
+
+
+def test_uld_model_loads_the_adapter_in_one_line_and_unlearns(trained_smollm2, tokenizer, tofu_forget, tofu_retain):
+    model = ULDModel.from_pretrained(trained_smollm2["adapter"])  # base loaded from the path in the sidecar
+    base = trained_smollm2["model"]
+
+    def ratio(rows):
+        values = [
+            answer_probability(model, tokenizer, r["question"], r["answer"])
+            / answer_probability(base, tokenizer, r["question"], r["answer"])
+            for r in rows
+        ]
+        return sum(values) / len(values)
+
+    forget_ratio, retain_ratio = ratio(tofu_forget[:4]), ratio(tofu_retain[:4])
+    print(f"answer probability / base: forget {forget_ratio:.3f}, retain {retain_ratio:.3f}")
+    assert forget_ratio < 0.2 and retain_ratio > 0.6
+
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of Italy?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    generated = model.generate(**prompt, max_new_tokens=12, do_sample=False)
+    answer = tokenizer.decode(generated[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert generated.shape[1] > prompt["input_ids"].shape[1] and answer.strip()
+
+
+def test_uld_model_refuses_a_different_base(trained_smollm2, make_tiny_llama):
+    with pytest.raises(ValueError, match=r"different base model .*num_hidden_layers: adapter 30 vs base 4"):
+        ULDModel.from_pretrained(trained_smollm2["adapter"], base_model=make_tiny_llama(num_layers=4))
+
+
+def test_uld_model_on_a_4bit_base_shares_weights_and_generates(trained_smollm2, smollm2_path, tokenizer):
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+    )
+    with pytest.raises(ValueError, match="merge_assistant=False"):
+        ULDModel.from_pretrained(trained_smollm2["adapter"], quantization_config=quantization, device_map={"": "cpu"})
+    model = ULDModel.from_pretrained(
+        trained_smollm2["adapter"], merge_assistant=False, quantization_config=quantization, device_map={"": "cpu"}
+    )
+    assert type(model.target.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
+    prompt = tokenizer(["The capital of France is"], return_tensors="pt")
+    generated = model.generate(**prompt, max_new_tokens=6, do_sample=False)
+    assert generated.shape == (1, prompt["input_ids"].shape[1] + 6)
 
 
 def test_qlora_nf4_assistant_trains_on_cpu(tmp_path, smollm2_path, tokenizer, tofu_forget, tofu_retain):

@@ -8,7 +8,8 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+local"
 
 from .config import UnlearnConfig  # noqa: E402
+from .modeling import ULDModel  # noqa: E402
 from .sidecar import SIDECAR_NAME, UnlearnSidecar  # noqa: E402
 from .trainer import UnlearnTrainer  # noqa: E402
 
-__all__ = ["SIDECAR_NAME", "UnlearnConfig", "UnlearnSidecar", "UnlearnTrainer", "__version__"]
+__all__ = ["SIDECAR_NAME", "ULDModel", "UnlearnConfig", "UnlearnSidecar", "UnlearnTrainer", "__version__"]

@@ -18,29 +18,15 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .config import UnlearnConfig
-from .data import QUESTION_ANSWER, render_row, tokenize_row
 from .embedded import smollm2_checkpoint
-from .logit_difference import uld_logits
+from .evaluation import answer_probability
+from .modeling import ULDModel
 from .trainer import UnlearnTrainer
 
 
 def load_demo_rows(name: str) -> list[dict[str, Any]]:
     text = resources.files("unlearn_peft.demo_data").joinpath(name).read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-@torch.no_grad()
-def answer_probability(model, tokenizer, question: str, answer: str, assistant=None, args=None) -> float:
-    """Length-normalised answer probability `exp(−mean NLL)`, of the ULD model when `assistant` is given."""
-    rendered = render_row({"question": question, "answer": answer}, QUESTION_ANSWER, tokenizer, "demo", 0)
-    prompt_ids, completion_ids = tokenize_row(rendered, tokenizer)
-    input_ids = torch.tensor([prompt_ids + completion_ids])
-    logits = model(input_ids).logits
-    if assistant is not None:
-        logits = uld_logits(logits, assistant(input_ids).logits, args.assistant_weight, args.plausibility_threshold)
-    log_probs = torch.log_softmax(logits[0, len(prompt_ids) - 1 : -1].float(), dim=-1)
-    nll = -log_probs.gather(-1, torch.tensor(completion_ids)[:, None]).mean()
-    return float(torch.exp(nll.neg()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,11 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     forget = load_demo_rows("european_capitals_forget.jsonl")
     retain = load_demo_rows("world_capitals_retain.jsonl")
 
-    def probabilities(assistant=None, args=None) -> dict[str, float]:
+    def probabilities(evaluated) -> dict[str, float]:
         def mean(rows, question_key):
-            values = [
-                answer_probability(model, tokenizer, r[question_key], r["answer"], assistant, args) for r in rows
-            ]
+            values = [answer_probability(evaluated, tokenizer, r[question_key], r["answer"]) for r in rows]
             return sum(values) / len(values)
 
         return {
@@ -70,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
             "retain": mean(retain, "question"),
         }
 
-    before = probabilities()
+    before = probabilities(model)
     args = UnlearnConfig(
         output_dir=options.output_dir,
         max_steps=options.max_steps,
@@ -91,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     trainer.train()
     trainer.save_model(options.output_dir)
-    assistant = trainer.model.eval()
-    after = probabilities(assistant, args)
+    unlearned = ULDModel.from_pretrained(options.output_dir, base_model=model)
+    after = probabilities(unlearned)
 
     print("\nAnswer probability exp(-mean NLL), mean over 20 questions each:")
     print(f"{'split':<30} {'before':>8} {'after':>8} {'ratio':>7}")

@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 
 def plausible_token_mask(target_logits: torch.Tensor, plausibility_threshold: float) -> torch.Tensor:
@@ -39,6 +41,38 @@ def filtered_assistant_logits(
     masked_sum = (assistant * mask).sum(dim=-1, keepdim=True)
     centred = assistant - masked_sum / mask.sum(dim=-1, keepdim=True)
     return torch.where(mask, centred, torch.zeros_like(centred))
+
+
+def filtered_assistant_logits_from_hidden(
+    target_logits: torch.Tensor,
+    assistant_hidden: torch.Tensor,
+    lm_head: nn.Module,
+    plausibility_threshold: float,
+    max_plausible_fraction: float = 0.25,
+) -> torch.Tensor:
+    """`f(z_A)` from the assistant's final hidden states, computing its LM head only on plausible tokens.
+
+    Centring over the plausible set cancels the log-sum-exp, so `f` needs the assistant's logits only on tokens some
+    position finds plausible: the head runs on those rows of its weight alone, which saves most of its cost during
+    generation (one position, a handful of plausible tokens). It falls back to the full head when the filter is off,
+    when the plausible tokens exceed `max_plausible_fraction` of the vocabulary, or when the head is not a plain
+    linear layer. Both paths give the same values.
+    """
+    vocab_size = target_logits.shape[-1]
+    weight = getattr(lm_head, "weight", None)
+    if plausibility_threshold <= 0 or not isinstance(lm_head, nn.Linear) or weight is None or weight.ndim != 2:
+        return filtered_assistant_logits(target_logits, lm_head(assistant_hidden), plausibility_threshold)
+    mask = plausible_token_mask(target_logits, plausibility_threshold)
+    tokens = mask.reshape(-1, vocab_size).any(dim=0).nonzero().squeeze(-1)
+    if tokens.numel() > max_plausible_fraction * vocab_size:
+        return filtered_assistant_logits(target_logits, lm_head(assistant_hidden), plausibility_threshold)
+    bias = lm_head.bias[tokens] if lm_head.bias is not None else None
+    partial_logits = F.linear(assistant_hidden, weight[tokens], bias).float()
+    partial_mask = mask[..., tokens]
+    centre = (partial_logits * partial_mask).sum(dim=-1, keepdim=True) / partial_mask.sum(dim=-1, keepdim=True)
+    filtered = torch.zeros(target_logits.shape, dtype=torch.float32, device=target_logits.device)
+    filtered[..., tokens] = torch.where(partial_mask, partial_logits - centre, torch.zeros_like(partial_logits))
+    return filtered
 
 
 def uld_logits(

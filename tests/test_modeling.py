@@ -1,0 +1,213 @@
+"""ULDModel on a tiny random Llama: exactness, caches, generation modes, pipelines, saving and refusals."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, pipeline
+
+from unlearn_peft import SIDECAR_NAME, UnlearnConfig, UnlearnTrainer
+from unlearn_peft.cache import ULDCache
+from unlearn_peft.modeling import ULDModel
+
+from .conftest import qa_only
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tmp_path_factory, make_tiny_llama, tokenizer, tofu_forget, tofu_retain):
+    """A tiny base checkpoint and a ULD adapter trained on it (non-zero LoRA, so the assistant matters)."""
+    root = tmp_path_factory.mktemp("uld")
+    base_dir, adapter_dir = root / "base", root / "adapter"
+    make_tiny_llama(num_layers=4).save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    args = UnlearnConfig(
+        output_dir=str(root / "out"),
+        per_device_train_batch_size=2,
+        max_steps=6,
+        learning_rate=1e-2,
+        save_strategy="no",
+        max_length=96,
+        use_cpu=True,
+        disable_tqdm=True,
+        assistant_num_layers=2,
+        report_to="none",
+    )
+    trainer = UnlearnTrainer(
+        str(base_dir),
+        args=args,
+        forget_dataset=qa_only(tofu_forget[:4]),
+        retain_dataset=qa_only(tofu_retain[:4]),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    trainer.save_model(str(adapter_dir))
+    return base_dir, adapter_dir
+
+
+@pytest.fixture()
+def prompts(tokenizer):
+    return tokenizer(
+        ["Hello there, how", "What is the capital of"], return_tensors="pt", padding=True, padding_side="left"
+    )
+
+
+def _base(base_dir):
+    return AutoModelForCausalLM.from_pretrained(base_dir).eval()
+
+
+def test_zero_weight_reproduces_the_base_exactly(tiny_adapter, prompts):
+    base_dir, adapter_dir = tiny_adapter
+    model = ULDModel.from_pretrained(adapter_dir, assistant_weight=0.0)
+    with torch.no_grad():
+        assert torch.equal(model(**prompts).logits, _base(base_dir)(**prompts).logits)
+
+
+def test_sidecar_values_and_overrides(tiny_adapter):
+    _, adapter_dir = tiny_adapter
+    model = ULDModel.from_pretrained(adapter_dir)
+    assert (model.assistant_weight, model.plausibility_threshold) == (0.75, 0.01)
+    model = ULDModel.from_pretrained(adapter_dir, assistant_weight=0.5, plausibility_threshold=0.0)
+    assert (model.assistant_weight, model.plausibility_threshold) == (0.5, 0.0)
+    assert model.config.num_hidden_layers == 4 and model.config.vocab_size == model.target.config.vocab_size
+
+
+def test_without_filter_logits_are_linear_in_alpha(tiny_adapter, prompts):
+    base_dir, adapter_dir = tiny_adapter
+    with torch.no_grad():
+        base_logits = _base(base_dir)(**prompts).logits
+        implied = []
+        for alpha in (0.5, 2.0):
+            model = ULDModel.from_pretrained(adapter_dir, assistant_weight=alpha, plausibility_threshold=0.0)
+            implied.append((base_logits - model(**prompts).logits) / alpha)
+    assert implied[0].abs().max() > 1e-2  # the assistant contributes
+    torch.testing.assert_close(implied[0], implied[1], rtol=1e-4, atol=1e-4)
+
+
+def test_merged_and_shared_modes_agree_and_shared_copies_nothing(tiny_adapter, prompts):
+    _, adapter_dir = tiny_adapter
+    merged = ULDModel.from_pretrained(adapter_dir)
+    shared = ULDModel.from_pretrained(adapter_dir, merge_assistant=False)
+    with torch.no_grad():
+        torch.testing.assert_close(shared(**prompts).logits, merged(**prompts).logits, rtol=0, atol=1e-5)
+    target_pointers = {p.data_ptr() for p in shared.target.parameters()}
+    shared_base = [p for n, p in shared.assistant.named_parameters() if "lora_" not in n]
+    assert all(p.data_ptr() in target_pointers for p in shared_base)
+    merged_layer = merged.assistant.model.layers[0].self_attn.q_proj.weight
+    assert merged_layer.data_ptr() not in {p.data_ptr() for p in merged.target.parameters()}
+    assert merged.assistant.lm_head.weight.data_ptr() == merged.target.lm_head.weight.data_ptr()
+    # The LoRA is live only in the assistant: the target's forward is the plain base.
+    assert type(shared.target.model.layers[0].self_attn.q_proj).__name__ == "Linear"
+
+
+def test_greedy_with_cache_equals_without_and_encodes_prompt_once(tiny_adapter, prompts, tokenizer):
+    _, adapter_dir = tiny_adapter
+    model = ULDModel.from_pretrained(adapter_dir)
+    lengths = {"target": [], "assistant": []}
+    model.target.model.register_forward_pre_hook(
+        lambda _, args, kwargs: lengths["target"].append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    model.assistant.model.register_forward_pre_hook(
+        lambda _, args, kwargs: lengths["assistant"].append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    cached = model.generate(**prompts, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    prompt_length = prompts["input_ids"].shape[1]
+    assert lengths["target"] == lengths["assistant"] == [prompt_length] + [1] * 5
+    uncached = model.generate(
+        **prompts, max_new_tokens=6, do_sample=False, use_cache=False, pad_token_id=tokenizer.pad_token_id
+    )
+    assert cached.tolist() == uncached.tolist()
+    single = model.generate(
+        **tokenizer(["What is the capital of"], return_tensors="pt"),
+        max_new_tokens=6,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    assert single[0, -6:].tolist() == cached[1, -6:].tolist()
+
+
+def test_beam_search_sampling_and_pipeline_run(tiny_adapter, prompts, tokenizer):
+    _, adapter_dir = tiny_adapter
+    model = ULDModel.from_pretrained(adapter_dir)
+    beams = model.generate(
+        **prompts, max_new_tokens=4, num_beams=3, num_return_sequences=2, pad_token_id=tokenizer.pad_token_id
+    )
+    assert beams.shape == (4, prompts["input_ids"].shape[1] + 4)
+    torch.manual_seed(0)
+    sampled = model.generate(
+        **prompts, max_new_tokens=4, do_sample=True, top_k=20, pad_token_id=tokenizer.pad_token_id
+    )
+    assert sampled.shape == (2, prompts["input_ids"].shape[1] + 4)
+    generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    output = generator("The capital of France is", max_new_tokens=4, do_sample=False)
+    assert output[0]["generated_text"].startswith("The capital of France is")
+
+
+def test_uld_cache_moves_both_stacks_together():
+    cache = ULDCache()
+    key = torch.arange(2 * 1 * 3 * 2, dtype=torch.float32).reshape(2, 1, 3, 2)
+    cache.update(key, key, layer_idx=0)
+    cache.assistant_cache.update(key + 100, key + 100, layer_idx=0)
+    cache.reorder_cache(torch.tensor([1, 0]))
+    assert torch.equal(cache.layers[0].keys[0], key[1]) and torch.equal(
+        cache.assistant_cache.layers[0].keys[0], key[1] + 100
+    )
+    cache.crop(-1)
+    assert cache.get_seq_length() == cache.assistant_cache.get_seq_length() == 2
+
+
+def test_loglikelihood_path_used_by_lm_eval(tiny_adapter, tokenizer):
+    """lm-eval's HFLM scores a continuation with one forward pass and log_softmax of the logits."""
+    _, adapter_dir = tiny_adapter
+    model = ULDModel.from_pretrained(adapter_dir)
+    context, continuation = tokenizer("The capital of France is")["input_ids"], tokenizer(" Paris")["input_ids"]
+    input_ids = torch.tensor([context + continuation])
+    with torch.no_grad():
+        output = model(input_ids, labels=input_ids)
+        log_probs = torch.log_softmax(output.logits[0, len(context) - 1 : -1], dim=-1)
+    score = log_probs.gather(-1, torch.tensor(continuation)[:, None]).sum()
+    assert torch.isfinite(score) and score < 0
+    nll = -torch.log_softmax(output.logits[0, :-1], dim=-1).gather(-1, input_ids[0, 1:, None]).mean()
+    torch.testing.assert_close(output.loss, nll, rtol=1e-4, atol=1e-4)
+
+
+def test_to_dtype_and_save_pretrained_writes_adapter_not_merged_weights(tiny_adapter, tmp_path, prompts):
+    _, adapter_dir = tiny_adapter
+    model = ULDModel.from_pretrained(adapter_dir, assistant_weight=0.5)
+    model.save_pretrained(tmp_path / "saved")
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        SIDECAR_NAME,
+    ]
+    saved = load_file(tmp_path / "saved" / "adapter_model.safetensors")
+    assert saved.keys() == load_file(adapter_dir / "adapter_model.safetensors").keys()
+    assert json.loads((tmp_path / "saved" / SIDECAR_NAME).read_text())["assistant_weight"] == 0.5
+    reloaded = ULDModel.from_pretrained(tmp_path / "saved")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**prompts).logits, model(**prompts).logits)
+    model.to(torch.bfloat16)
+    assert model.dtype == torch.bfloat16 and model.assistant.lm_head.weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert model(**prompts).logits.dtype == torch.bfloat16
+
+
+def test_mismatched_base_is_refused_with_both_fingerprints(tiny_adapter, make_tiny_llama):
+    _, adapter_dir = tiny_adapter
+    with pytest.raises(ValueError, match=r"different base model \(num_hidden_layers: adapter 4 vs base 6.*given base"):
+        ULDModel.from_pretrained(adapter_dir, base_model=make_tiny_llama(num_layers=6))
+
+
+def test_pickle_only_and_incomplete_adapters_are_refused(tiny_adapter, tmp_path):
+    _, adapter_dir = tiny_adapter
+    pickled = tmp_path / "pickled"
+    shutil.copytree(adapter_dir, pickled)
+    (pickled / "adapter_model.safetensors").rename(pickled / "adapter_model.bin")
+    with pytest.raises(ValueError, match=r"only as pickle \(.bin\)"):
+        ULDModel.from_pretrained(pickled)
+    no_sidecar = tmp_path / "no_sidecar"
+    shutil.copytree(adapter_dir, no_sidecar)
+    (no_sidecar / SIDECAR_NAME).unlink()
+    with pytest.raises(FileNotFoundError, match=f"has no {SIDECAR_NAME}"):
+        ULDModel.from_pretrained(no_sidecar)
