@@ -157,17 +157,31 @@ def test_uld_cache_moves_both_stacks_together():
     assert cache.get_seq_length() == cache.assistant_cache.get_seq_length() == 2
 
 
-def test_loglikelihood_path_used_by_lm_eval(tiny_adapter, tokenizer):
-    """lm-eval's HFLM scores a continuation with one forward pass and log_softmax of the logits."""
+def test_lm_eval_harness_scores_continuations_with_uld_logits(tiny_adapter, tokenizer):
+    huggingface = pytest.importorskip("lm_eval.models.huggingface")
+    from lm_eval.api.instance import Instance
+
     _, adapter_dir = tiny_adapter
     model = ULDModel.from_pretrained(adapter_dir)
-    context, continuation = tokenizer("The capital of France is")["input_ids"], tokenizer(" Paris")["input_ids"]
-    input_ids = torch.tensor([context + continuation])
+    requests = [("The capital of France is", " Paris"), ("Two plus two is", " four")]
+    harness = huggingface.HFLM(pretrained=model, tokenizer=tokenizer, batch_size=2)
+    scores = harness.loglikelihood(
+        [Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=i) for i, pair in enumerate(requests)]
+    )
+    for (context, continuation), (log_likelihood, _) in zip(requests, scores, strict=True):
+        context_ids, continuation_ids = tokenizer(context)["input_ids"], tokenizer(continuation)["input_ids"]
+        with torch.no_grad():
+            logits = model(torch.tensor([context_ids + continuation_ids])).logits[0, len(context_ids) - 1 : -1]
+        expected = torch.log_softmax(logits.float(), dim=-1).gather(-1, torch.tensor(continuation_ids)[:, None]).sum()
+        assert log_likelihood == pytest.approx(expected.item(), abs=1e-3)
+
+
+def test_labels_give_the_causal_lm_loss_of_the_uld_logits(tiny_adapter, tokenizer):
+    _, adapter_dir = tiny_adapter
+    model = ULDModel.from_pretrained(adapter_dir)
+    input_ids = torch.tensor([tokenizer("The capital of France is Paris")["input_ids"]])
     with torch.no_grad():
         output = model(input_ids, labels=input_ids)
-        log_probs = torch.log_softmax(output.logits[0, len(context) - 1 : -1], dim=-1)
-    score = log_probs.gather(-1, torch.tensor(continuation)[:, None]).sum()
-    assert torch.isfinite(score) and score < 0
     nll = -torch.log_softmax(output.logits[0, :-1], dim=-1).gather(-1, input_ids[0, 1:, None]).mean()
     torch.testing.assert_close(output.loss, nll, rtol=1e-4, atol=1e-4)
 

@@ -1,0 +1,39 @@
+"""Helpers shared by the benchmark scripts: models, a machine description, and appending to RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "RESULTS.md"
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def command() -> str:
+    return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+
+
+def append_results(title: str, table: str, notes: str = "") -> None:
+    """Append a dated section with the command and machine to benchmarks/RESULTS.md."""
+    today = datetime.date.today().isoformat()
+    section = f"\n## {title} ({today})\n\n`{command()}` on {machine()}\n\n{table}\n"
+    if notes:
+        section += f"\n{notes}\n"
+    with open(RESULTS, "a", encoding="utf-8") as handle:
+        handle.write(section)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
