@@ -19,13 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unlearn_peft import ULDModel, UnlearnConfig, UnlearnTrainer
 from unlearn_peft.data import QUESTION_ANSWER, render_row, tokenize_row
 from unlearn_peft.demo import load_demo_rows
 from unlearn_peft.embedded import smollm2_checkpoint
 from unlearn_peft.logit_difference import filtered_assistant_logits, plausible_token_mask
+from unlearn_peft.testing import tiny_random_llama
 
 try:
     from ._common import append_results, markdown_table
@@ -95,17 +96,7 @@ def main() -> None:
         base_path = smollm2_checkpoint()
         tokenizer = AutoTokenizer.from_pretrained(base_path)
         if options.quick:
-            config = LlamaConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=64,
-                intermediate_size=128,
-                num_hidden_layers=4,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                tie_word_embeddings=True,
-            )
-            torch.manual_seed(0)
-            base = LlamaForCausalLM(config)
+            base = tiny_random_llama(tokenizer)
             forget, retain, heldout = forget[:2], retain[:2], heldout[:2]
         else:
             base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)

@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unlearn_peft import ULDModel, UnlearnConfig, UnlearnTrainer
 from unlearn_peft.embedded import smollm2_checkpoint
+from unlearn_peft.testing import tiny_random_llama
 
 try:
     from ._common import append_results, markdown_table
@@ -41,18 +42,7 @@ PROMPTS = [
 def build_models(quick: bool, workdir: Path, device: str, dtype: torch.dtype):
     if quick:
         tokenizer = AutoTokenizer.from_pretrained(smollm2_checkpoint())
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            pad_token_id=tokenizer.pad_token_id,
-            tie_word_embeddings=True,
-        )
-        torch.manual_seed(0)
-        LlamaForCausalLM(config).save_pretrained(workdir / "base")
+        tiny_random_llama(tokenizer).save_pretrained(workdir / "base")
         tokenizer.save_pretrained(workdir / "base")
         base_path = workdir / "base"
     else:

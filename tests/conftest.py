@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from unlearn_peft.embedded import smollm2_checkpoint
+from unlearn_peft.testing import tiny_random_llama
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -36,23 +36,7 @@ def make_tiny_llama(tokenizer: PreTrainedTokenizerBase) -> Callable[..., LlamaFo
     """Factory of tiny random Llamas sharing the SmolLM2 vocabulary (so real chat templates apply)."""
 
     def make(num_layers: int = 4, hidden_size: int = 64, seed: int = 0) -> LlamaForCausalLM:
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            tie_word_embeddings=True,
-        )
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-        model.config.architectures = ["LlamaForCausalLM"]
-        return model.eval()
+        return tiny_random_llama(tokenizer, num_layers=num_layers, hidden_size=hidden_size, seed=seed)
 
     return make
 

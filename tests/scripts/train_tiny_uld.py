@@ -7,28 +7,17 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 from peft import LoraConfig
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer
 
 from unlearn_peft import UnlearnConfig, UnlearnTrainer
+from unlearn_peft.testing import tiny_random_llama
 
 
 def main() -> None:
     tokenizer_dir, fixtures, output_dir, batch_size = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    model = tiny_random_llama(tokenizer)
     read = lambda name: [json.loads(line) for line in open(fixtures / name)]  # noqa: E731
     forget = [{"question": r["question"], "answer": r["answer"]} for r in read("forget01_perturbed.json")[:4]]
     retain = [{"question": r["question"], "answer": r["answer"]} for r in read("retain_perturbed_head40.json")[:4]]
