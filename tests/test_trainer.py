@@ -179,7 +179,7 @@ def test_evaluate_reports_both_terms(tmp_path, make_tiny_llama, tokenizer, tofu_
     [
         ([], [{"text": "x"}], {}, r"forget_dataset is empty"),
         ([{"input": "a", "output": "b"}], [{"text": "x"}], {}, r"forget_dataset has columns \['input', 'output'\]"),
-        ([{"text": "a"}], None, {}, r"retain_dataset is required when retain_loss_weight=6.5"),
+        ([{"text": "a"}], None, {}, r"retain_dataset is required for method='uld' with retain_loss_weight=6.5"),
         ([{"text": "a"}], [{"text": "b"}], {"assistant_num_layers": 4}, r"assistant_num_layers=4 is out of range"),
     ],
 )

@@ -8,7 +8,41 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-SUPPORTED_METHODS: tuple[str, ...] = ("uld",)
+SUPPORTED_METHODS: tuple[str, ...] = ("uld", "ga", "npo", "simnpo", "idk_dpo")
+RETAIN_LOSSES: tuple[str, ...] = ("none", "nll", "kl")
+
+# Per-method defaults (ULD paper; open-unlearning and the baselines' papers, adapted to LoRA: see the docstring).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "uld": {
+        "learning_rate": 1e-3,
+        "retain_loss_weight": 6.5,
+        "min_train_steps": 150,
+        "retain_loss": None,
+        "beta": None,
+    },
+    "ga": {
+        "learning_rate": 1e-4,
+        "retain_loss_weight": 1.0,
+        "min_train_steps": 0,
+        "retain_loss": "none",
+        "beta": None,
+    },
+    "npo": {"learning_rate": 1e-4, "retain_loss_weight": 1.0, "min_train_steps": 0, "retain_loss": "nll", "beta": 0.1},
+    "simnpo": {
+        "learning_rate": 1e-4,
+        "retain_loss_weight": 1.0,
+        "min_train_steps": 0,
+        "retain_loss": "nll",
+        "beta": 4.5,
+    },
+    "idk_dpo": {
+        "learning_rate": 1e-4,
+        "retain_loss_weight": 1.0,
+        "min_train_steps": 0,
+        "retain_loss": "nll",
+        "beta": 0.1,
+    },
+}
 
 
 @dataclass
@@ -30,10 +64,29 @@ class UnlearnConfig(TrainingArguments):
       steps, far from convergence, so training runs at least `min_train_steps` optimiser steps (extending the
       number of epochs when needed), and warns at the end when the assistant has not converged.
 
+    Baselines (`method` other than `"uld"`) train a LoRA adapter on every decoder layer of the model itself
+    (r=16, alpha=32, dropout 0.05 on q/k/v/o/gate/up/down) with learning rate 1e-4: open-unlearning uses 1e-5 for
+    full fine-tuning, and LoRA updates a low-rank slice of each matrix, so it needs a larger step (the usual 10×)
+    to move the model as far in the same number of epochs. Their reference model is the same model with the adapter
+    disabled, and reference log-probabilities on the forget set are computed once before training.
+
     Parameters:
         method (`str`, defaults to `"uld"`):
             Unlearning method. `"uld"`: train an assistant on the first `assistant_num_layers` layers to remember the
-            forget set and forget the retain set; the unlearned model is `target − α · assistant`.
+            forget set and forget the retain set; the unlearned model is `target − α · assistant`. Baselines:
+            `"ga"` (gradient ascent), `"npo"`, `"simnpo"`, `"idk_dpo"` (DPO towards a refusal). Combine a baseline
+            with `retain_loss` for GD (`ga` + `nll`), GA+KL, NPO+GD, NPO+KL, ...
+        retain_loss (`str` or `None`, defaults to `None`):
+            Retain term of a baseline: `"none"`, `"nll"` (gradient descent on retain) or `"kl"` (`KL(π_ref ‖ π)`
+            on retain answer tokens). `None`: `"none"` for `ga`, `"nll"` for the others. ULD's retain term is
+            fixed (`KL(uniform ‖ p)`), so it must stay `None` there.
+        beta (`float` or `None`, defaults to `None`):
+            Inverse temperature of `npo` (0.1), `simnpo` (4.5) and `idk_dpo` (0.1); `None` uses those defaults.
+        simnpo_delta (`float`, defaults to `0.0`):
+            SimNPO's reward margin δ.
+        refusal_answers (`list[str]` or `None`, defaults to `None`):
+            Chosen answers of `idk_dpo`; row `i` uses entry `i mod n`. `None`: a shipped list of
+            "I don't know"-style refusals ([`~unlearn_peft.data.DEFAULT_REFUSAL_ANSWERS`]).
         assistant_num_layers (`int` or `None`, defaults to `None`):
             Number K of decoder layers of the assistant. `None` uses a quarter of the model's layers (at least 1):
             8 for a 32-layer model, as in the paper.
@@ -44,8 +97,8 @@ class UnlearnConfig(TrainingArguments):
             target's top probability at that position. `0` disables the filter. Recorded in the sidecar.
         forget_loss_weight (`float`, defaults to `1.0`):
             Weight of the forget term.
-        retain_loss_weight (`float`, defaults to `6.5`):
-            Weight of the retain term.
+        retain_loss_weight (`float` or `None`, defaults to `None`):
+            Weight of the retain term: 6.5 for ULD (paper), 1.0 for the baselines.
         max_length (`int` or `None`, defaults to `512`):
             Maximum tokenised length of a row. Longer rows are truncated from the right, with one warning that
             counts them. `None` disables truncation.
@@ -55,9 +108,10 @@ class UnlearnConfig(TrainingArguments):
         augment_retain_with_perturbed (`bool`, defaults to `True`):
             When forget rows carry `perturbed_answer`, add each (question, perturbed answer) pair to the retain set:
             wrong answers about the forget subjects that the assistant must *not* remember.
-        min_train_steps (`int`, defaults to `150`):
+        min_train_steps (`int` or `None`, defaults to `None`):
             Minimum number of optimiser steps. When `num_train_epochs` gives fewer, the number of epochs grows until
-            it reaches this budget (logged). `0` disables it. Ignored when `max_steps` is set.
+            it reaches this budget (logged). `0` disables it. Ignored when `max_steps` is set. `None`: 150 for ULD
+            (the assistant must converge), 0 for the baselines (more steps only unlearn harder).
         model_init_kwargs (`dict` or `str` or `None`, defaults to `None`):
             Keyword arguments for [`~transformers.AutoModelForCausalLM.from_pretrained`], used when `model` is a
             string. A JSON string is accepted (for the command line). `dtype` may be a string such as `"bfloat16"`.
@@ -69,6 +123,22 @@ class UnlearnConfig(TrainingArguments):
     method: str = field(
         default="uld",
         metadata={"help": f"Unlearning method. One of: {', '.join(SUPPORTED_METHODS)}."},
+    )
+    retain_loss: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Retain term of a baseline: one of {', '.join(RETAIN_LOSSES)}. Default: none for ga, nll for "
+            "the others. Must stay unset for uld."
+        },
+    )
+    beta: float | None = field(
+        default=None,
+        metadata={"help": "Inverse temperature of npo (0.1), simnpo (4.5) and idk_dpo (0.1); None for those."},
+    )
+    simnpo_delta: float = field(default=0.0, metadata={"help": "SimNPO's reward margin delta."})
+    refusal_answers: list[str] | None = field(
+        default=None,
+        metadata={"help": "Chosen (refusal) answers for idk_dpo; None uses the shipped 'I don't know' list."},
     )
     assistant_num_layers: int | None = field(
         default=None,
@@ -89,9 +159,9 @@ class UnlearnConfig(TrainingArguments):
         },
     )
     forget_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the forget loss term."})
-    retain_loss_weight: float = field(
-        default=6.5,
-        metadata={"help": "Weight of the retain loss term (paper: 6.5; reference code: 5.0)."},
+    retain_loss_weight: float | None = field(
+        default=None,
+        metadata={"help": "Weight of the retain loss term. None: 6.5 for uld (paper; reference code: 5.0), 1.0 else."},
     )
     max_length: int | None = field(
         default=512,
@@ -113,11 +183,11 @@ class UnlearnConfig(TrainingArguments):
             "help": "Add each forget row's perturbed_answer entries as extra retain rows when that column exists."
         },
     )
-    min_train_steps: int = field(
-        default=150,
+    min_train_steps: int | None = field(
+        default=None,
         metadata={
             "help": "Minimum number of optimiser steps; epochs are extended to reach it on small forget sets. "
-            "0 disables it. Ignored when max_steps is set."
+            "0 disables it. Ignored when max_steps is set. None: 150 for uld, 0 for the baselines."
         },
     )
     model_init_kwargs: dict[str, Any] | str | None = field(
@@ -129,9 +199,9 @@ class UnlearnConfig(TrainingArguments):
     )
 
     # Defaults of TrainingArguments that ULD changes (paper, §4 and appendix).
-    learning_rate: float = field(
-        default=1e-3,
-        metadata={"help": "Initial learning rate for AdamW (ULD paper: 1e-3 for the LoRA assistant)."},
+    learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Initial learning rate for AdamW. None: 1e-3 for uld (paper), 1e-4 for LoRA baselines."},
     )
     num_train_epochs: float = field(default=10.0, metadata={"help": "Number of training epochs (ULD paper: 10)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (ULD paper: 0.01)."})
@@ -152,6 +222,25 @@ class UnlearnConfig(TrainingArguments):
         if self.method not in SUPPORTED_METHODS:
             raise ValueError(
                 f"UnlearnConfig: unknown method={self.method!r}. Choose one of: {', '.join(SUPPORTED_METHODS)}."
+            )
+        if self.method == "uld" and self.retain_loss is not None:
+            raise ValueError(
+                f"UnlearnConfig: retain_loss={self.retain_loss!r} does not apply to method='uld', whose retain term "
+                "is fixed (KL(uniform ‖ assistant)). Leave retain_loss unset."
+            )
+        if self.retain_loss is not None and self.retain_loss not in RETAIN_LOSSES:
+            raise ValueError(
+                f"UnlearnConfig: unknown retain_loss={self.retain_loss!r}. Choose one of: {', '.join(RETAIN_LOSSES)}."
+            )
+        for name, value in METHOD_DEFAULTS[self.method].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.beta is not None and self.beta <= 0:
+            raise ValueError(f"UnlearnConfig: beta={self.beta} must be > 0.")
+        if self.refusal_answers is not None and not [a for a in self.refusal_answers if str(a).strip()]:
+            raise ValueError(
+                "UnlearnConfig: refusal_answers is empty; idk_dpo needs at least one refusal answer (or None for the "
+                "shipped list)."
             )
         if self.assistant_num_layers is not None and self.assistant_num_layers < 1:
             raise ValueError(

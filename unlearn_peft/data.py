@@ -287,6 +287,44 @@ def perturbed_retain_augmentation(forget_dataset: Dataset) -> Dataset | None:
     return Dataset.from_list(rows) if rows else None
 
 
+DEFAULT_REFUSAL_ANSWERS: tuple[str, ...] = (
+    "I don't know.",
+    "I'm not sure about that.",
+    "I don't have that information.",
+    "I can't answer that.",
+    "I'm not able to help with that question.",
+    "That's not something I know.",
+    "I have no information about that.",
+    "Sorry, I don't know the answer to that.",
+)
+
+
+def with_refusal_answers(dataset: Dataset, refusals: Sequence[str], name: str) -> Dataset:
+    """The same rows with the answer replaced by a refusal (row `i` gets `refusals[i mod n]`): IdkDPO's chosen side.
+
+    Raises a `ValueError` for language-modelling rows, which have no prompt to answer.
+    """
+    row_format = detect_format(dataset, name)
+    if row_format == LANGUAGE_MODELING:
+        raise ValueError(
+            f"{name} is in the language-modelling format ('text'); idk_dpo needs prompt/answer rows (question/answer, "
+            "prompt/completion or messages) so that a refusal can replace the answer."
+        )
+    rows = []
+    for index, row in enumerate(dataset):
+        refusal = refusals[index % len(refusals)]
+        if row_format == QUESTION_ANSWER:
+            rows.append({"question": row["question"], "answer": refusal})
+        elif row_format == PROMPT_COMPLETION:
+            completion = row["completion"]
+            chosen = [{"role": "assistant", "content": refusal}] if isinstance(completion, list) else f" {refusal}"
+            rows.append({"prompt": row["prompt"], "completion": chosen})
+        else:
+            messages = _require_messages(row.get("messages"), name, index, "messages")
+            rows.append({"messages": [*messages[:-1], {"role": "assistant", "content": refusal}]})
+    return Dataset.from_list(rows)
+
+
 def concatenate_tokenized(parts: Sequence[Dataset | None]) -> Dataset:
     """Concatenate tokenised datasets (same columns), skipping `None` parts."""
     kept = [part for part in parts if part is not None]
@@ -314,43 +352,45 @@ class ForgetRetainDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.forget)
 
-    def __getitem__(self, index: int) -> dict[str, list[int]]:
-        forget = self.forget[index]
-        item = {"forget_input_ids": forget["input_ids"], "forget_labels": forget["labels"]}
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = {f"forget_{column}": value for column, value in self.forget[index].items()}
         if self.retain is not None and len(self.retain) > 0:
             retain = self.retain[(index + self.epoch * len(self.forget)) % len(self.retain)]
-            item["retain_input_ids"] = retain["input_ids"]
-            item["retain_labels"] = retain["labels"]
+            item.update({f"retain_{column}": value for column, value in retain.items()})
         return item
 
 
 @dataclass
 class ForgetRetainCollator:
-    """Right-pads forget and retain examples to one common length, so both go through the model in one forward.
+    """Right-pads every token sequence of the examples to one common length, so all go through one forward.
 
-    Returns `forget_input_ids`, `forget_attention_mask`, `forget_labels` and the same for `retain_` when the
-    examples carry retain rows.
+    Keys ending in `input_ids` are padded with `pad_token_id` and get a matching `attention_mask` key; keys ending in
+    `labels` are padded with `-100`; any other key (e.g. cached reference log-probabilities) is stacked as floats.
     """
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None
 
-    def __call__(self, examples: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        prefixes = [prefix for prefix in ("forget", "retain") if f"{prefix}_input_ids" in examples[0]]
-        length = max(len(example[f"{prefix}_input_ids"]) for example in examples for prefix in prefixes)
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        sequence_keys = [key for key in examples[0] if key.endswith("input_ids") or key.endswith("labels")]
+        length = max(len(example[key]) for example in examples for key in sequence_keys)
         if self.pad_to_multiple_of:
             length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
         batch: dict[str, torch.Tensor] = {}
-        for prefix in prefixes:
-            input_ids = torch.full((len(examples), length), self.pad_token_id, dtype=torch.long)
-            labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
-            attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
-            for row, example in enumerate(examples):
-                ids = example[f"{prefix}_input_ids"]
-                input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                labels[row, : len(ids)] = torch.tensor(example[f"{prefix}_labels"], dtype=torch.long)
-                attention_mask[row, : len(ids)] = 1
-            batch[f"{prefix}_input_ids"] = input_ids
-            batch[f"{prefix}_attention_mask"] = attention_mask
-            batch[f"{prefix}_labels"] = labels
+        for key in examples[0]:
+            if key.endswith("input_ids"):
+                input_ids = torch.full((len(examples), length), self.pad_token_id, dtype=torch.long)
+                attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
+                for row, example in enumerate(examples):
+                    input_ids[row, : len(example[key])] = torch.tensor(example[key], dtype=torch.long)
+                    attention_mask[row, : len(example[key])] = 1
+                batch[key] = input_ids
+                batch[key.removesuffix("input_ids") + "attention_mask"] = attention_mask
+            elif key.endswith("labels"):
+                labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
+                for row, example in enumerate(examples):
+                    labels[row, : len(example[key])] = torch.tensor(example[key], dtype=torch.long)
+                batch[key] = labels
+            else:
+                batch[key] = torch.tensor([example[key] for example in examples], dtype=torch.float32)
         return batch

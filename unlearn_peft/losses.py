@@ -75,3 +75,111 @@ def uniform_kl_loss(
     vocab_size = log_probs.shape[-1]
     per_token = -math.log(vocab_size) - log_probs.mean(dim=-1)
     return _reduce(per_token, mask, num_items_in_batch)
+
+
+def sequence_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Per-sequence answer log-likelihood `log π(y|x) = Σ_t log π(y_t | x, y_{<t})` and answer length `|y|`.
+
+    Returns two tensors of shape `(batch,)`: the summed log-probabilities of the counted tokens, and their number.
+    """
+    shifted_logits, shifted_labels = shift_for_next_token(logits, labels)
+    mask = shifted_labels.ne(IGNORE_INDEX)
+    token_log_probs = -F.cross_entropy(
+        shifted_logits.float().transpose(1, 2), shifted_labels.masked_fill(~mask, 0), reduction="none"
+    )
+    return (token_log_probs * mask).sum(dim=-1), mask.sum(dim=-1)
+
+
+def _mean_over_sequences(per_sequence: torch.Tensor, num_sequences: torch.Tensor | int | None) -> torch.Tensor:
+    return per_sequence.sum() / (per_sequence.shape[0] if num_sequences is None else num_sequences)
+
+
+def gradient_ascent_loss(
+    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
+) -> torch.Tensor:
+    r"""Gradient ascent on the forget set: the negated mean token NLL, `L_f = −NLL(y_f | x_f)`.
+
+    Minimising it maximises the forget answers' NLL (Jang et al. 2023, "Knowledge Unlearning for Mitigating Privacy
+    Risks in Language Models", arXiv 2210.01504). It is unbounded below, which is why it collapses models.
+    """
+    return -nll_loss(logits, labels, num_items_in_batch)
+
+
+def npo_loss(
+    log_probs: torch.Tensor,
+    reference_log_probs: torch.Tensor,
+    beta: float,
+    num_sequences: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    r"""Negative Preference Optimization on the forget set (Zhang et al. 2024, arXiv 2404.05868, Eq. 3).
+
+    $$\mathcal{L}_{\text{NPO}} = -\frac{2}{\beta}\,\frac{1}{n}\sum_i \log\sigma\Big(-\beta\,\big[\log\pi(y_i|x_i) -
+    \log\pi_{\text{ref}}(y_i|x_i)\big]\Big)$$
+
+    with sequence log-likelihoods summed over answer tokens; `β = 0.1` by default. Bounded below by 0, it slows down
+    as the model moves away from the reference, unlike gradient ascent.
+    """
+    per_sequence = -(2.0 / beta) * F.logsigmoid(-beta * (log_probs - reference_log_probs))
+    return _mean_over_sequences(per_sequence, num_sequences)
+
+
+def simnpo_loss(
+    log_probs: torch.Tensor,
+    lengths: torch.Tensor,
+    beta: float,
+    delta: float = 0.0,
+    num_sequences: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    r"""SimNPO: reference-free, length-normalised NPO (Fan et al. 2024, arXiv 2410.07163, Eq. 4).
+
+    $$\mathcal{L}_{\text{SimNPO}} = -\frac{2}{\beta}\,\frac{1}{n}\sum_i
+    \log\sigma\Big(-\frac{\beta}{|y_i|}\log\pi(y_i|x_i) - \beta\delta\Big)$$
+
+    with `β = 4.5` and `δ = 0` by default.
+    """
+    per_sequence = -(2.0 / beta) * F.logsigmoid(-(beta / lengths.clamp(min=1)) * log_probs - beta * delta)
+    return _mean_over_sequences(per_sequence, num_sequences)
+
+
+def dpo_loss(
+    chosen_log_probs: torch.Tensor,
+    chosen_reference_log_probs: torch.Tensor,
+    rejected_log_probs: torch.Tensor,
+    rejected_reference_log_probs: torch.Tensor,
+    beta: float,
+    num_sequences: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    r"""DPO with a refusal as the chosen answer and the forget answer as the rejected one ("IdkDPO").
+
+    $$\mathcal{L}_{\text{IdkDPO}} = -\frac{2}{\beta}\,\frac{1}{n}\sum_i \log\sigma\Big(\beta\Big[\log
+    \frac{\pi(y^{\text{idk}}_i|x_i)}{\pi_{\text{ref}}(y^{\text{idk}}_i|x_i)} - \log
+    \frac{\pi(y_i|x_i)}{\pi_{\text{ref}}(y_i|x_i)}\Big]\Big)$$
+
+    Rafailov et al. 2023 (arXiv 2305.18290) with the `2/β` scale of open-unlearning's DPO (Maini et al. 2024, TOFU
+    §4 "Preference Optimization"); `β = 0.1` by default.
+    """
+    margin = (chosen_log_probs - chosen_reference_log_probs) - (rejected_log_probs - rejected_reference_log_probs)
+    per_sequence = -(2.0 / beta) * F.logsigmoid(beta * margin)
+    return _mean_over_sequences(per_sequence, num_sequences)
+
+
+def reference_kl_loss(
+    logits: torch.Tensor,
+    reference_logits: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    r"""Mean `KL(π_ref ‖ π)` of the next-token distributions over the counted (retain answer) tokens.
+
+    $$\mathcal{L}_{\text{KL}} = \frac{1}{N}\sum_{t} \sum_v \pi_{\text{ref}}(v|y_{<t})
+    \log\frac{\pi_{\text{ref}}(v|y_{<t})}{\pi(v|y_{<t})}$$
+
+    The retain term of the "KL" baselines (Maini et al. 2024, TOFU §4): keep the model close to where it started.
+    """
+    shifted_logits, shifted_labels = shift_for_next_token(logits, labels)
+    shifted_reference, _ = shift_for_next_token(reference_logits, labels)
+    mask = shifted_labels.ne(IGNORE_INDEX)
+    log_probs = F.log_softmax(shifted_logits.float(), dim=-1)
+    reference_log_probs = F.log_softmax(shifted_reference.float(), dim=-1)
+    per_token = (reference_log_probs.exp() * (reference_log_probs - log_probs)).sum(dim=-1)
+    return _reduce(per_token, mask, num_items_in_batch)

@@ -31,8 +31,10 @@ from .assistant import (
     resolve_assistant_num_layers,
     restrict_lora_config_to_assistant,
 )
+from .baselines import default_baseline_lora_config, reference_sequence_log_probs
 from .config import UnlearnConfig
 from .data import (
+    DEFAULT_REFUSAL_ANSWERS,
     ForgetRetainCollator,
     ForgetRetainDataset,
     as_dataset,
@@ -40,8 +42,19 @@ from .data import (
     paraphrase_augmentation,
     perturbed_retain_augmentation,
     tokenize_dataset,
+    with_refusal_answers,
 )
-from .losses import count_loss_tokens, nll_loss, uniform_kl_loss
+from .losses import (
+    count_loss_tokens,
+    dpo_loss,
+    gradient_ascent_loss,
+    nll_loss,
+    npo_loss,
+    reference_kl_loss,
+    sequence_log_probs,
+    simnpo_loss,
+    uniform_kl_loss,
+)
 from .sidecar import UnlearnSidecar, base_model_fingerprint, base_model_reference
 
 logger = logging.getLogger(__name__)
@@ -166,21 +179,28 @@ class UnlearnTrainer(Trainer):
             tokenizer.pad_token = tokenizer.eos_token
 
         self.target_model = model
-        self.assistant_num_layers = resolve_assistant_num_layers(args.assistant_num_layers, model.config)
+        self.method = args.method
+        self.assistant_num_layers = (
+            resolve_assistant_num_layers(args.assistant_num_layers, model.config) if self.method == "uld" else None
+        )
         train_dataset = self._prepare_train_dataset(forget_dataset, retain_dataset, tokenizer, args)
         prepared_eval = self._prepare_eval_dataset(eval_dataset, tokenizer, args)
 
-        if peft_config is None:
-            peft_config = default_assistant_lora_config(model, self.assistant_num_layers)
+        if self.method == "uld":
+            if peft_config is None:
+                peft_config = default_assistant_lora_config(model, self.assistant_num_layers)
+            else:
+                peft_config = restrict_lora_config_to_assistant(peft_config, model, self.assistant_num_layers)
+            trained_model = get_peft_model(early_exit_view(model, self.assistant_num_layers), peft_config)
         else:
-            peft_config = restrict_lora_config_to_assistant(peft_config, model, self.assistant_num_layers)
-        assistant = get_peft_model(early_exit_view(model, self.assistant_num_layers), peft_config)
+            # The reference model is this same model with the adapter disabled: no second copy.
+            trained_model = get_peft_model(model, peft_config or default_baseline_lora_config(model))
 
         if data_collator is None:
             data_collator = ForgetRetainCollator(pad_token_id=tokenizer.pad_token_id)
 
         super().__init__(
-            model=assistant,
+            model=trained_model,
             args=args,
             data_collator=data_collator,
             train_dataset=train_dataset,
@@ -194,6 +214,8 @@ class UnlearnTrainer(Trainer):
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.last_train_metrics: dict[str, float] = {}
         self._apply_min_train_steps()
+        if self.method in ("npo", "idk_dpo"):
+            self._cache_reference_log_probs()
 
     # ------------------------------------------------------------------ data
 
@@ -212,14 +234,16 @@ class UnlearnTrainer(Trainer):
             raise ValueError(
                 "retain_dataset is empty: pass rows the model must keep, or None with retain_loss_weight=0."
             )
-        if retain is None and args.retain_loss_weight > 0:
+        if retain is None and args.retain_loss_weight > 0 and args.retain_loss != "none":
             raise ValueError(
-                f"retain_dataset is required when retain_loss_weight={args.retain_loss_weight} > 0 (ULD's assistant "
-                "learns to forget the retain set). Pass one, or set retain_loss_weight=0."
+                f"retain_dataset is required for method={args.method!r} with retain_loss_weight="
+                f"{args.retain_loss_weight} > 0 (retain term: "
+                f"{args.retain_loss or 'KL(uniform ‖ assistant)'}). Pass one, or set retain_loss_weight=0."
             )
 
-        paraphrased = paraphrase_augmentation(forget) if args.augment_forget_with_paraphrases else None
-        perturbed = perturbed_retain_augmentation(forget) if args.augment_retain_with_perturbed else None
+        is_uld = args.method == "uld"
+        paraphrased = paraphrase_augmentation(forget) if is_uld and args.augment_forget_with_paraphrases else None
+        perturbed = perturbed_retain_augmentation(forget) if is_uld and args.augment_retain_with_perturbed else None
         tokenize = dict(tokenizer=tokenizer, max_length=args.max_length)
         forget_tokens = concatenate_tokenized(
             [
@@ -229,8 +253,18 @@ class UnlearnTrainer(Trainer):
                 else None,
             ]
         )
+        if args.method == "idk_dpo":
+            refusals = list(args.refusal_answers or DEFAULT_REFUSAL_ANSWERS)
+            chosen = tokenize_dataset(
+                with_refusal_answers(forget, refusals, "forget_dataset"),
+                name="forget_dataset (refusal answers)",
+                **tokenize,
+            )
+            forget_tokens = forget_tokens.add_column("chosen_input_ids", chosen["input_ids"])
+            forget_tokens = forget_tokens.add_column("chosen_labels", chosen["labels"])
+        uses_retain = args.retain_loss_weight > 0 and args.retain_loss != "none"
         retain_tokens = None
-        if retain is not None:
+        if retain is not None and uses_retain:
             retain_tokens = concatenate_tokenized(
                 [
                     tokenize_dataset(retain, name="retain_dataset", **tokenize),
@@ -246,7 +280,7 @@ class UnlearnTrainer(Trainer):
             "retain_examples": len(retain_tokens) if retain_tokens is not None else 0,
         }
         logger.info("Unlearning data: %s", self.dataset_summary)
-        return ForgetRetainDataset(forget_tokens, retain_tokens if args.retain_loss_weight > 0 else None)
+        return ForgetRetainDataset(forget_tokens, retain_tokens)
 
     def _prepare_eval_dataset(
         self,
@@ -297,17 +331,43 @@ class UnlearnTrainer(Trainer):
 
     # ------------------------------------------------------------------ loss
 
+    def _cache_reference_log_probs(self) -> None:
+        """Store `log π_ref(y|x)` of every forget example (and of its refusal, for idk_dpo) before training."""
+        forget = self.train_dataset.forget
+        sides = [("input_ids", "labels", "reference_log_prob")]
+        if self.method == "idk_dpo":
+            sides.append(("chosen_input_ids", "chosen_labels", "chosen_reference_log_prob"))
+        for input_ids_column, labels_column, output_column in sides:
+            values = reference_sequence_log_probs(
+                self.model,
+                forget,
+                self.data_collator,
+                input_ids_column=input_ids_column,
+                labels_column=labels_column,
+                batch_size=self.args.per_device_eval_batch_size,
+                device=self.args.device,
+                description=f"Reference log-probs ({output_column})",
+                disable_progress=self.args.disable_tqdm,
+            )
+            forget = forget.add_column(output_column, values)
+        self.train_dataset.forget = forget
+
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> dict[str, torch.Tensor] | None:
-        """Counted answer tokens of the whole optimiser step, per term (`forget`, `retain`), over all processes."""
+        """Counted items of the whole optimiser step, over all processes: answer tokens per term (`forget`,
+        `retain`) and forget sequences (`forget_sequences`, for the sequence-level losses)."""
+        if not batch_samples:
+            return None
         counts: dict[str, torch.Tensor] = {}
         for term in ("forget", "retain"):
             key = f"{term}_labels"
-            if not batch_samples or key not in batch_samples[0]:
-                continue
-            count = sum(count_loss_tokens(batch[key]) for batch in batch_samples).to(device)
-            if self.args.average_tokens_across_devices and self.args.world_size > 1:
-                count = self.accelerator.gather(count).sum()
-            counts[term] = count
+            if key in batch_samples[0]:
+                counts[term] = sum(count_loss_tokens(batch[key]) for batch in batch_samples).to(device)
+        if "forget_input_ids" in batch_samples[0]:
+            counts["forget_sequences"] = torch.tensor(
+                sum(batch["forget_input_ids"].shape[0] for batch in batch_samples), device=device
+            )
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            counts = {name: self.accelerator.gather(count).sum() for name, count in counts.items()}
         return counts or None
 
     def compute_loss(
@@ -317,39 +377,83 @@ class UnlearnTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        """`forget_loss_weight · L_f + retain_loss_weight · L_r`, with one forward over forget and retain rows."""
+        """`forget_loss_weight · L_f + retain_loss_weight · L_r`, with one forward over every sequence of the batch."""
         counts = num_items_in_batch if isinstance(num_items_in_batch, dict) else {}
-        num_forget = inputs["forget_input_ids"].shape[0]
-        has_retain = "retain_input_ids" in inputs
-        input_ids, attention_mask = inputs["forget_input_ids"], inputs["forget_attention_mask"]
-        if has_retain:
-            input_ids = torch.cat([input_ids, inputs["retain_input_ids"]])
-            attention_mask = torch.cat([attention_mask, inputs["retain_attention_mask"]])
+        groups = ["forget"]
+        if "forget_chosen_input_ids" in inputs:
+            groups.append("forget_chosen")
+        if "retain_input_ids" in inputs:
+            groups.append("retain")
+        input_ids = torch.cat([inputs[f"{group}_input_ids"] for group in groups])
+        attention_mask = torch.cat([inputs[f"{group}_attention_mask"] for group in groups])
         outputs = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        logits = outputs.logits
+        sizes = [inputs[f"{group}_input_ids"].shape[0] for group in groups]
+        logits = dict(zip(groups, outputs.logits.split(sizes), strict=True))
 
-        terms = {"forget": nll_loss(logits[:num_forget], inputs["forget_labels"], counts.get("forget"))}
-        weights = {"forget": self.args.forget_loss_weight}
-        if has_retain:
-            terms["retain"] = uniform_kl_loss(logits[num_forget:], inputs["retain_labels"], counts.get("retain"))
-            weights["retain"] = self.args.retain_loss_weight
-        loss = sum(weights[name] * value for name, value in terms.items())
+        forget_term, forget_local_count = self._forget_term(logits, inputs, counts)
+        terms = {"forget": (forget_term, counts.get(forget_local_count[0]), forget_local_count[1])}
+        loss = self.args.forget_loss_weight * forget_term
+        if "retain" in logits:
+            retain_term = self._retain_term(model, logits["retain"], inputs, counts)
+            terms["retain"] = (retain_term, counts.get("retain"), count_loss_tokens(inputs["retain_labels"]))
+            loss = loss + self.args.retain_loss_weight * retain_term
 
-        self._record_term_metrics(terms, counts, inputs)
+        self._record_term_metrics(terms)
         if counts and self.args.average_tokens_across_devices and self.args.world_size > 1:
-            # Token counts were summed over processes, and DDP averages gradients: undo that average.
+            # Counts were summed over processes, and DDP averages gradients: undo that average.
             loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
-    def _record_term_metrics(
-        self, terms: dict[str, torch.Tensor], counts: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
-    ) -> None:
+    def _forget_term(
+        self, logits: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[str, torch.Tensor]]:
+        """The method's forget term, and (name of its global count, its local count) for logging."""
+        labels, beta = inputs["forget_labels"], self.args.beta
+        tokens = ("forget", count_loss_tokens(labels))
+        sequences = ("forget_sequences", torch.tensor(labels.shape[0], device=labels.device))
+        if self.method == "uld":
+            return nll_loss(logits["forget"], labels, counts.get("forget")), tokens
+        if self.method == "ga":
+            return gradient_ascent_loss(logits["forget"], labels, counts.get("forget")), tokens
+        log_probs, lengths = sequence_log_probs(logits["forget"], labels)
+        num_sequences = counts.get("forget_sequences")
+        if self.method == "npo":
+            return npo_loss(log_probs, inputs["forget_reference_log_prob"], beta, num_sequences), sequences
+        if self.method == "simnpo":
+            return simnpo_loss(log_probs, lengths, beta, self.args.simnpo_delta, num_sequences), sequences
+        chosen_log_probs, _ = sequence_log_probs(logits["forget_chosen"], inputs["forget_chosen_labels"])
+        loss = dpo_loss(
+            chosen_log_probs,
+            inputs["forget_chosen_reference_log_prob"],
+            log_probs,
+            inputs["forget_reference_log_prob"],
+            beta,
+            num_sequences,
+        )
+        return loss, sequences
+
+    def _retain_term(
+        self, model: nn.Module, logits: torch.Tensor, inputs: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        labels = inputs["retain_labels"]
+        if self.method == "uld":
+            return uniform_kl_loss(logits, labels, counts.get("retain"))
+        if self.args.retain_loss == "nll":
+            return nll_loss(logits, labels, counts.get("retain"))
+        reference = self.accelerator.unwrap_model(model)
+        with torch.no_grad(), reference.disable_adapter():
+            reference_logits = reference(
+                input_ids=inputs["retain_input_ids"], attention_mask=inputs["retain_attention_mask"], use_cache=False
+            ).logits
+        return reference_kl_loss(logits, reference_logits, labels, counts.get("retain"))
+
+    def _record_term_metrics(self, terms: dict[str, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]) -> None:
+        """Log each term as its local mean over this micro-batch, averaged over processes."""
         mode = "train" if self.model.training else "eval"
-        for name, value in terms.items():
+        for name, (value, global_count, local_count) in terms.items():
             local_mean = value.detach()
-            if name in counts:
-                local_tokens = count_loss_tokens(inputs[f"{name}_labels"]).clamp(min=1)
-                local_mean = local_mean * counts[name] / local_tokens
+            if global_count is not None:
+                local_mean = local_mean * global_count / local_count.clamp(min=1)
             self._metrics[mode][f"loss_{name}"].append(self.accelerator.gather(local_mean.float()).mean().item())
 
     def prediction_step(
@@ -387,7 +491,8 @@ class UnlearnTrainer(Trainer):
 
     def train(self, *args: Any, **kwargs: Any):
         output = super().train(*args, **kwargs)
-        self._warn_if_not_converged()
+        if self.method == "uld":
+            self._warn_if_not_converged()
         return output
 
     def _warn_if_not_converged(self) -> None:
@@ -417,10 +522,12 @@ class UnlearnTrainer(Trainer):
             base_model_fingerprint=base_model_fingerprint(self.target_model),
             library_version=__version__,
             assistant_num_layers=self.assistant_num_layers,
-            assistant_weight=args.assistant_weight,
-            plausibility_threshold=args.plausibility_threshold,
+            assistant_weight=args.assistant_weight if self.method == "uld" else None,
+            plausibility_threshold=args.plausibility_threshold if self.method == "uld" else None,
             training={
                 **self.dataset_summary,
+                "retain_loss": args.retain_loss if self.method != "uld" else "uniform_kl",
+                "beta": args.beta,
                 "forget_loss_weight": args.forget_loss_weight,
                 "retain_loss_weight": args.retain_loss_weight,
                 "learning_rate": args.learning_rate,

@@ -1,0 +1,63 @@
+"""Set-up of the baseline methods (GA, NPO, SimNPO, IdkDPO): their LoRA and their reference model.
+
+The reference model `π_ref` of a baseline is the model before unlearning. With a PEFT adapter it needs no second
+copy: it is the same model with the adapter disabled. Reference log-probabilities of the forget answers never change
+during training, so they are computed once, before training, and stored with the forget examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig, PeftModel
+from torch import nn
+from tqdm.auto import tqdm
+
+from .assistant import DEFAULT_LORA_TARGET_MODULES, decoder_layer_linear_names
+from .losses import sequence_log_probs
+
+
+def default_baseline_lora_config(model: nn.Module) -> LoraConfig:
+    """LoRA of the baselines: r=16, alpha=32, dropout 0.05 on the attention and MLP projections of every layer."""
+    available = decoder_layer_linear_names(model)
+    targets = [name for name in DEFAULT_LORA_TARGET_MODULES if name in available] or available
+    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=targets, task_type="CAUSAL_LM")
+
+
+@torch.no_grad()
+def reference_sequence_log_probs(
+    model: PeftModel,
+    dataset: Dataset,
+    collate: Callable[[list[dict]], dict[str, torch.Tensor]],
+    *,
+    input_ids_column: str = "input_ids",
+    labels_column: str = "labels",
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    description: str = "Reference log-probs",
+    disable_progress: bool = False,
+) -> list[float]:
+    """`log π_ref(y|x)` of every example (summed over answer tokens), with the adapter disabled, in dataset order."""
+    was_training = model.training
+    model.eval()
+    values: list[float] = []
+    try:
+        with model.disable_adapter():
+            for start in tqdm(range(0, len(dataset), batch_size), desc=description, disable=disable_progress):
+                rows = dataset[start : start + batch_size]
+                batch = collate(
+                    [
+                        {"input_ids": ids, "labels": labels}
+                        for ids, labels in zip(rows[input_ids_column], rows[labels_column], strict=True)
+                    ]
+                )
+                logits = model(
+                    input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+                ).logits
+                log_probs, _ = sequence_log_probs(logits, batch["labels"].to(device))
+                values.extend(log_probs.float().cpu().tolist())
+    finally:
+        model.train(was_training)
+    return values
