@@ -271,3 +271,32 @@ def test_every_method_runs_on_a_4bit_nf4_base(
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss_forget" in entry]
     assert len(losses) == 2 and all(math.isfinite(value) for value in losses)
     assert any(not torch.equal(lora_before[n], p) for n, p in trainer.model.named_parameters() if "lora_B" in n)
+
+
+@pytest.mark.parametrize("method", ["npo", "idk_dpo"])
+def test_precomputed_reference_equals_recomputing_it(
+    tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain, method
+):
+    losses = []
+    for precompute in (True, False):
+        trainer = _trainer(
+            tmp_path,
+            make_tiny_llama(),
+            tokenizer,
+            qa_only(tofu_forget[:2]),
+            qa_only(tofu_retain[:2]),
+            method,
+            None,
+            precompute_reference_log_probs=precompute,
+        )
+        model = trainer.model
+        with torch.no_grad():  # make the adapter non-zero, so the reference differs from the policy
+            lora_b = [parameter for name, parameter in model.named_parameters() if "lora_B" in name]
+            for index, parameter in enumerate(lora_b):
+                parameter.normal_(0, 0.05, generator=torch.Generator().manual_seed(index))
+        model.eval()
+        batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+        assert ("forget_reference_log_prob" in batch) == precompute
+        with torch.no_grad():
+            losses.append(trainer.compute_loss(model, batch).item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)

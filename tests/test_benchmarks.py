@@ -9,7 +9,7 @@ import pytest
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["generation.py", "filter_definitions.py"])
+@pytest.mark.parametrize("script", ["generation.py", "filter_definitions.py", "reference_cache.py"])
 def test_benchmark_quick_mode_runs(script, smollm2_path):
     results = BENCHMARKS / "RESULTS.md"
     before = results.read_text() if results.exists() else None

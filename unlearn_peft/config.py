@@ -84,6 +84,9 @@ class UnlearnConfig(TrainingArguments):
             Inverse temperature of `npo` (0.1), `simnpo` (4.5) and `idk_dpo` (0.1); `None` uses those defaults.
         simnpo_delta (`float`, defaults to `0.0`):
             SimNPO's reward margin δ.
+        precompute_reference_log_probs (`bool`, defaults to `True`):
+            For `npo` and `idk_dpo`: compute `log π_ref` of the forget answers once before training (they never
+            change) rather than with an extra reference forward at every step.
         refusal_answers (`list[str]` or `None`, defaults to `None`):
             Chosen answers of `idk_dpo`; row `i` uses entry `i mod n`. `None`: a shipped list of
             "I don't know"-style refusals ([`~unlearn_peft.data.DEFAULT_REFUSAL_ANSWERS`]).
@@ -136,6 +139,13 @@ class UnlearnConfig(TrainingArguments):
         metadata={"help": "Inverse temperature of npo (0.1), simnpo (4.5) and idk_dpo (0.1); None for those."},
     )
     simnpo_delta: float = field(default=0.0, metadata={"help": "SimNPO's reward margin delta."})
+    precompute_reference_log_probs: bool = field(
+        default=True,
+        metadata={
+            "help": "npo / idk_dpo: compute the reference log-probs of the forget answers once before training "
+            "(True) instead of with an extra forward at every step (False)."
+        },
+    )
     refusal_answers: list[str] | None = field(
         default=None,
         metadata={"help": "Chosen (refusal) answers for idk_dpo; None uses the shipped 'I don't know' list."},

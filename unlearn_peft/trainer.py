@@ -214,7 +214,7 @@ class UnlearnTrainer(Trainer):
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.last_train_metrics: dict[str, float] = {}
         self._apply_min_train_steps()
-        if self.method in ("npo", "idk_dpo"):
+        if self.method in ("npo", "idk_dpo") and args.precompute_reference_log_probs:
             self._cache_reference_log_probs()
 
     # ------------------------------------------------------------------ data
@@ -417,6 +417,8 @@ class UnlearnTrainer(Trainer):
             return gradient_ascent_loss(logits["forget"], labels, counts.get("forget")), tokens
         log_probs, lengths = sequence_log_probs(logits["forget"], labels)
         num_sequences = counts.get("forget_sequences")
+        if self.method in ("npo", "idk_dpo") and "forget_reference_log_prob" not in inputs:
+            inputs = {**inputs, **self._reference_log_probs_now(inputs)}
         if self.method == "npo":
             return npo_loss(log_probs, inputs["forget_reference_log_prob"], beta, num_sequences), sequences
         if self.method == "simnpo":
@@ -431,6 +433,23 @@ class UnlearnTrainer(Trainer):
             num_sequences,
         )
         return loss, sequences
+
+    def _reference_log_probs_now(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Reference log-probs of this batch's forget sequences, with an extra forward (no precomputation)."""
+        reference = self.accelerator.unwrap_model(self.model)
+        values = {}
+        sides = [("forget", "forget_reference_log_prob")]
+        if "forget_chosen_input_ids" in inputs:
+            sides.append(("forget_chosen", "forget_chosen_reference_log_prob"))
+        with torch.no_grad(), reference.disable_adapter():
+            for prefix, key in sides:
+                logits = reference(
+                    input_ids=inputs[f"{prefix}_input_ids"],
+                    attention_mask=inputs[f"{prefix}_attention_mask"],
+                    use_cache=False,
+                ).logits
+                values[key] = sequence_log_probs(logits, inputs[f"{prefix}_labels"])[0]
+        return values
 
     def _retain_term(
         self, model: nn.Module, logits: torch.Tensor, inputs: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]
