@@ -91,6 +91,10 @@ class UnlearnTrainer(Trainer):
     answers) and to forget the retain set (`KL(uniform ‖ p)` on retain answers); at inference the unlearned model's
     logits are `target − α · assistant`. Only the LoRA weights train; the forward runs only the K layers.
 
+    With a baseline `method` (`"ga"`, `"npo"`, `"simnpo"`, `"idk_dpo"`, combined with `retain_loss`), it trains a LoRA
+    adapter on every layer of the model itself, injected in place as `peft.get_peft_model` does; the reference
+    model is the same model with the adapter disabled. The base weights never change in either case.
+
     Args:
         model (`str` or [`~transformers.PreTrainedModel`]):
             The model to unlearn from: a Hub id or local path (loaded with `args.model_init_kwargs`, which may hold
@@ -132,7 +136,7 @@ class UnlearnTrainer(Trainer):
     ```
     """
 
-    _tag_names = ["unlearn-peft", "unlearning", "uld"]
+    _tag_names = ["unlearn-peft", "unlearning"]
 
     def __init__(
         self,
