@@ -1,8 +1,21 @@
 """Evaluation of unlearned models: TOFU and MUSE building blocks (issue #5 grows this package)."""
 
 from .generation import greedy_answers
+from .muse import (
+    MUSE_RESULTS_SCHEMA,
+    GenerationScores,
+    auc_member_vs_nonmember,
+    evaluate_muse,
+    knowmem,
+    knowmem_answer,
+    knowmem_prompt,
+    load_muse_results,
+    min_k_percent_score,
+    privleak,
+    verbmem,
+)
 from .probability import answer_probability
-from .report import summary_markdown, write_tofu_report
+from .report import muse_summary_markdown, summary_markdown, write_muse_report, write_tofu_report
 from .rouge import rouge_l_f1, rouge_l_recall
 from .tofu import (
     MODEL_UTILITY_KEYS,
@@ -16,11 +29,23 @@ from .tofu import (
 from .tofu_eval import evaluate_tofu, load_results
 
 __all__ = [
+    "muse_summary_markdown",
+    "write_muse_report",
     "MODEL_UTILITY_KEYS",
+    "MUSE_RESULTS_SCHEMA",
+    "GenerationScores",
     "answer_probability",
+    "auc_member_vs_nonmember",
+    "evaluate_muse",
     "evaluate_tofu",
     "greedy_answers",
+    "knowmem",
+    "knowmem_answer",
+    "knowmem_prompt",
+    "load_muse_results",
     "load_results",
+    "min_k_percent_score",
+    "privleak",
     "summary_markdown",
     "write_tofu_report",
     "forget_quality",
@@ -31,4 +56,5 @@ __all__ = [
     "rouge_l_f1",
     "rouge_l_recall",
     "truth_ratio",
+    "verbmem",
 ]

@@ -92,3 +92,49 @@ def write_tofu_report(results_list: Sequence[dict[str, Any]], output_dir: str | 
     figure.savefig(written["splits"], dpi=120)
     plt.close(figure)
     return written
+
+
+MUSE_METRICS = ("verbmem_f", "knowmem_f", "knowmem_r", "auc", "privleak")
+
+
+def muse_summary_markdown(results_list: Sequence[dict[str, Any]]) -> str:
+    """A markdown table of MUSE aggregates: one row per model (VerbMem, KnowMem forget/retain, AUC, PrivLeak)."""
+    header = ["model", *MUSE_METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for results in results_list:
+        cells = [results["model_name"]] + [_format(results.get(m, float("nan"))) for m in MUSE_METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_muse_report(results_list: Sequence[dict[str, Any]], output_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write `<model>.muse.json` for each evaluation, `muse_summary.md` and `muse.png` (bars per metric)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory = Path(output_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for results in results_list:
+        path = directory / f"{_file_stem(results['model_name'])}.muse.json"
+        path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        written[results["model_name"]] = path
+    written["summary"] = directory / "muse_summary.md"
+    written["summary"].write_text(muse_summary_markdown(results_list), encoding="utf-8")
+    metrics = [m for m in ("verbmem_f", "knowmem_f", "knowmem_r", "auc") if any(m in r for r in results_list)]
+    figure, axis = plt.subplots(figsize=(max(4, 1.5 * len(metrics) + 2), 3.5))
+    width = 0.8 / max(len(results_list), 1)
+    for offset, results in enumerate(results_list):
+        values = [results.get(m, 0.0) for m in metrics]
+        axis.bar([i + offset * width for i in range(len(metrics))], values, width, label=results["model_name"])
+    axis.set_xticks([i + 0.4 - width / 2 for i in range(len(metrics))], metrics)
+    axis.set_ylim(0, 1)
+    axis.set_title("MUSE (PrivLeak in the summary table)")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    written["plot"] = directory / "muse.png"
+    figure.savefig(written["plot"], dpi=120)
+    plt.close(figure)
+    return written
