@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from tests.hub_server import fake_hub  # noqa: F401
 from unlearn_peft.embedded import smollm2_checkpoint
 from unlearn_peft.testing import tiny_random_llama
 

@@ -1,13 +1,22 @@
-"""Hub access for unlearning adapters: resolve a local directory or download a repository (safetensors only)."""
+"""Hub access for unlearning adapters: resolve a local directory or download a repository (safetensors only), and
+publish an adapter with its sidecar and model card."""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from huggingface_hub import snapshot_download
+from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub.errors import HfHubHTTPError
 
-from .sidecar import SIDECAR_NAME
+from .sidecar import SIDECAR_NAME, UnlearnSidecar
+
+logger = logging.getLogger(__name__)
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
@@ -57,3 +66,123 @@ def resolve_adapter_dir(
                 f"{ADAPTER_WEIGHTS_NAME} and {SIDECAR_NAME} (written by UnlearnTrainer.save_model)."
             )
     return directory
+
+
+EVALUATION_NAME = "eval_results.json"
+CARD_NAME = "README.md"
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """The HTTP client's connection errors (huggingface_hub's client library, whichever it is)."""
+    errors: list[type[Exception]] = []
+    for module_name in ("httpx2", "httpx", "requests"):
+        try:
+            module = __import__(module_name)
+        except ImportError:
+            continue
+        error = getattr(module, "TransportError", None) or getattr(module, "ConnectionError", None)
+        if isinstance(error, type):
+            errors.append(error)
+    return tuple(errors)
+
+
+class HubPushError(RuntimeError):
+    """An upload to the Hub failed; nothing local was changed."""
+
+
+def push_adapter(
+    adapter_dir: str | os.PathLike[str],
+    repo_id: str,
+    *,
+    evaluation: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    base_model: str | None = None,
+    datasets: Sequence[str] | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str = "Upload unlearning adapter with unlearn-peft",
+) -> str:
+    """Upload an adapter directory to the Hub: PEFT files, sidecar, the rendered model card and the evaluation.
+
+    Only `adapter_config.json`, `adapter_model.safetensors`, `unlearn_config.json`, `README.md` (rendered from
+    `hub_cards/`, never PEFT's or TRL's generic card) and, when given, `eval_results.json` are uploaded, from a
+    staging copy: `adapter_dir` itself is never modified.
+
+    Args:
+        adapter_dir (`str` or `os.PathLike`):
+            Local directory written by `UnlearnTrainer.save_model` or `ULDModel.save_pretrained`.
+        repo_id (`str`):
+            Target repository (`user/name`); created if it does not exist.
+        evaluation (`str`, `os.PathLike` or `dict`, *optional*):
+            An evaluation JSON written by `unlearn-peft eval`: uploaded and shown in the card (`model-index`).
+        base_model (`str`, *optional*):
+            Hub id of the base model. Use it when the adapter was trained on a local copy: it is written into the
+            uploaded sidecar (so `ULDModel.from_pretrained(repo_id)` loads the base from the Hub) and the card.
+        datasets (`Sequence[str]`, *optional*):
+            Hub ids of the forget and retain datasets, for the card's metadata.
+        private (`bool`, *optional*):
+            Create the repository as private.
+        token (`str`, *optional*):
+            Hub token; defaults to the logged-in one.
+        revision (`str`, *optional*):
+            Branch to commit to.
+        commit_message (`str`):
+            The commit message.
+
+    Returns:
+        `str`: the URL of the commit.
+
+    Raises:
+        HubPushError: the Hub refused the token or answered with an error (the message says which).
+    """
+    from .model_card import is_hub_id, load_evaluation, render_model_card
+
+    source = Path(adapter_dir)
+    if not source.is_dir():
+        raise FileNotFoundError(f"{adapter_dir} is not a directory; pass the adapter directory written by save_model.")
+    directory = resolve_adapter_dir(source)
+    results = load_evaluation(evaluation)
+    with tempfile.TemporaryDirectory(prefix="unlearn-peft-push-") as staging_name:
+        staging = Path(staging_name)
+        for name in (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME):
+            shutil.copy2(directory / name, staging / name)
+        sidecar = UnlearnSidecar.load(directory)
+        if base_model is not None and base_model != sidecar.base_model_name_or_path:
+            sidecar.base_model_name_or_path, sidecar.base_model_revision = base_model, None
+        if not is_hub_id(sidecar.base_model_name_or_path):
+            logger.warning(
+                "The adapter records its base model as %r, which is not a Hub id: loading it from the Hub will need "
+                "base_model=... Pass base_model='org/name' to record the Hub id.",
+                sidecar.base_model_name_or_path,
+            )
+        sidecar.save(staging)
+        if results is not None:
+            import json
+
+            (staging / EVALUATION_NAME).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        card = render_model_card(staging, repo_id=repo_id, evaluation=results, datasets=datasets)
+        card.save(staging / CARD_NAME)
+        api = HfApi(token=token)
+        try:
+            repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            commit = api.upload_folder(
+                repo_id=repo_url.repo_id,
+                folder_path=staging,
+                commit_message=commit_message,
+                revision=revision,
+                repo_type="model",
+            )
+        except HfHubHTTPError as error:
+            status = error.response.status_code if getattr(error, "response", None) is not None else None
+            if status in (401, 403):
+                reason = "the Hub refused the token: log in with `hf auth login`, set HF_TOKEN, or pass token="
+            else:
+                reason = f"the Hub answered HTTP {status}: {str(error).splitlines()[0]}"
+            raise HubPushError(
+                f"Pushing {adapter_dir} to {repo_id} failed: {reason}. Nothing local was changed."
+            ) from error
+        except (OSError, *_transport_errors()) as error:
+            raise HubPushError(
+                f"Pushing {adapter_dir} to {repo_id} failed: {error}. Nothing local was changed."
+            ) from error
+    return str(commit.commit_url)

@@ -249,19 +249,29 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         self,
         repo_id: str,
         *,
+        evaluation: str | os.PathLike[str] | dict[str, Any] | None = None,
+        base_model: str | None = None,
         token: str | None = None,
         private: bool | None = None,
         commit_message: str = "Upload ULD adapter with unlearn-peft",
         revision: str | None = None,
     ) -> str:
-        """Upload the adapter and sidecar to `repo_id` (created if needed); returns the commit URL."""
-        from huggingface_hub import HfApi
+        """Upload the adapter, the sidecar (current α and τ) and its model card to `repo_id` (created if needed).
 
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
+        See [`~unlearn_peft.hub.push_adapter`] for the arguments; returns the commit URL. Load it back with
+        `ULDModel.from_pretrained(repo_id)`.
+        """
+        from .hub import push_adapter
+
         with tempfile.TemporaryDirectory() as staging:
             self.save_pretrained(staging)
-            commit = api.upload_folder(
-                repo_id=repo_id, folder_path=staging, commit_message=commit_message, revision=revision
+            return push_adapter(
+                staging,
+                repo_id,
+                evaluation=evaluation,
+                base_model=base_model,
+                private=private,
+                token=token,
+                revision=revision,
+                commit_message=commit_message,
             )
-        return str(commit)

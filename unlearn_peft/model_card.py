@@ -1,0 +1,232 @@
+"""Model cards of unlearning adapters, rendered from the Jinja templates in `hub_cards/`.
+
+The card says what was unlearned (dataset names and sizes, never contents), how (method and hyperparameters from
+the sidecar and `adapter_config.json`), how well (an attached evaluation JSON, also as `model-index` metadata), how
+to load the adapter in one line, and its limits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .sidecar import UnlearnSidecar
+
+logger = logging.getLogger(__name__)
+
+ULD_TEMPLATE = "uld_adapter.md"
+BASELINE_TEMPLATE = "baseline_adapter.md"
+
+METHOD_TITLES = {
+    "uld": "ULD",
+    "ga": "gradient ascent",
+    "npo": "NPO",
+    "simnpo": "SimNPO",
+    "idk_dpo": "IdkDPO",
+}
+RETAIN_TITLES = {"none": "", "nll": " + gradient descent on retain", "kl": " + KL on retain"}
+METHOD_DESCRIPTIONS = {
+    "ga": "Gradient ascent raises the loss of the forget answers (Jang et al. 2022).",
+    "npo": "Negative Preference Optimization lowers the forget answers' likelihood relative to the reference model, "
+    "with a bounded loss (Zhang et al. 2024).",
+    "simnpo": "SimNPO is a reference-free, length-normalised NPO (Fan et al. 2024).",
+    "idk_dpo": 'IdkDPO prefers an "I don\'t know"-style refusal over the forget answer with DPO (Maini et al. 2024).',
+}
+CITATIONS = {
+    "ga": "@article{jang2022knowledge,\n  title   = {Knowledge Unlearning for Mitigating Privacy Risks in Language "
+    "Models},\n  author  = {Jang, Joel and others},\n  journal = {arXiv preprint arXiv:2210.01504},\n"
+    "  year    = {2022}\n}",
+    "npo": "@article{zhang2024negative,\n  title   = {Negative Preference Optimization: From Catastrophic Collapse to "
+    "Effective Unlearning},\n  author  = {Zhang, Ruiqi and Lin, Licong and Bai, Yu and Mei, Song},\n  journal = "
+    "{arXiv preprint arXiv:2404.05868},\n  year    = {2024}\n}",
+    "simnpo": "@article{fan2024simplicity,\n  title   = {Simplicity Prevails: Rethinking Negative Preference "
+    "Optimization for LLM Unlearning},\n  author  = {Fan, Chongyu and others},\n  journal = {arXiv preprint "
+    "arXiv:2410.07163},\n  year    = {2024}\n}",
+    "idk_dpo": "@article{maini2024tofu,\n  title   = {TOFU: A Task of Fictitious Unlearning for LLMs},\n  author  = "
+    "{Maini, Pratyush and Feng, Zhili and Schwarzschild, Avi and Lipton, Zachary C. and Kolter, J. Zico},\n  "
+    "journal = {arXiv preprint arXiv:2401.06121},\n  year    = {2024}\n}",
+}
+TOFU_SCHEMA = "unlearn-peft/tofu-eval/1"
+MUSE_SCHEMA = "unlearn-peft/muse-eval/1"
+
+
+def is_hub_id(name: str | None) -> bool:
+    """A Hub repo id (`owner/name` or `name`) rather than a local path or an `embedded:` name."""
+    if not name or name.startswith(("/", ".", "~", "embedded:")) or os.path.exists(name):
+        return False
+    return name.count("/") <= 1 and " " not in name and "\\" not in name
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return "–" if value is None else str(value)
+
+
+def load_evaluation(evaluation: str | os.PathLike[str] | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Read an evaluation JSON written by `unlearn-peft eval` (TOFU or MUSE), or pass a dict through."""
+    if evaluation is None:
+        return None
+    if not isinstance(evaluation, Mapping):
+        with open(evaluation, encoding="utf-8") as handle:
+            evaluation = json.load(handle)
+    if evaluation.get("schema") not in (TOFU_SCHEMA, MUSE_SCHEMA):
+        raise ValueError(
+            f"The evaluation has schema {evaluation.get('schema')!r}; attach a JSON written by `unlearn-peft eval` "
+            f"({TOFU_SCHEMA} or {MUSE_SCHEMA})."
+        )
+    return dict(evaluation)
+
+
+def evaluation_metrics(evaluation: Mapping[str, Any]) -> list[tuple[str, str, float]]:
+    """`(benchmark, metric, value)` rows of an evaluation: the headline numbers, then each split's."""
+    rows: list[tuple[str, str, float]] = []
+    if evaluation["schema"] == TOFU_SCHEMA:
+        for key in ("forget_quality", "model_utility"):
+            if key in evaluation:
+                rows.append(("TOFU", key, float(evaluation[key])))
+        for split, values in evaluation["splits"].items():
+            for metric in ("probability", "rouge", "truth_ratio"):
+                rows.append(("TOFU", f"{split}_{metric}", float(values[metric])))
+    else:
+        for key, value in evaluation.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "schema":
+                rows.append(("MUSE", key, float(value)))
+    return [row for row in rows if not math.isnan(row[2])]
+
+
+def _eval_results(evaluation: Mapping[str, Any]) -> list[EvalResult]:
+    dataset = ("locuslab/TOFU", "TOFU") if evaluation["schema"] == TOFU_SCHEMA else ("muse-bench/MUSE", "MUSE")
+    return [
+        EvalResult(
+            task_type="text-generation",
+            dataset_type=dataset[0],
+            dataset_name=dataset[1],
+            metric_type=metric,
+            metric_name=metric.replace("_", " "),
+            metric_value=round(value, 6),
+        )
+        for _, metric, value in evaluation_metrics(evaluation)
+    ]
+
+
+def _hyperparameters(sidecar: UnlearnSidecar, adapter_config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    training = sidecar.training
+    num_layers = sidecar.base_model_fingerprint.get("num_hidden_layers")
+    epochs, steps = _format(training.get("num_train_epochs")), _format(training.get("global_step"))
+    rows = [("method", METHOD_TITLES.get(sidecar.method, sidecar.method))]
+    if sidecar.method == "uld":
+        rows += [
+            ("assistant layers K", f"{sidecar.assistant_num_layers} of {num_layers}"),
+            ("assistant weight α", _format(sidecar.assistant_weight)),
+            ("plausibility threshold τ", _format(sidecar.plausibility_threshold)),
+            ("retain loss", "KL(uniform ‖ assistant)"),
+        ]
+    else:
+        rows += [("retain loss", _format(training.get("retain_loss"))), ("β", _format(training.get("beta")))]
+    rows += [
+        (
+            "forget / retain loss weights",
+            f"{_format(training.get('forget_loss_weight'))} / {_format(training.get('retain_loss_weight'))}",
+        ),
+        (
+            "LoRA r / alpha / dropout",
+            f"{adapter_config.get('r')} / {adapter_config.get('lora_alpha')} / {adapter_config.get('lora_dropout')}",
+        ),
+        ("LoRA target modules", _format(sorted(adapter_config.get("target_modules") or []))),
+        ("learning rate", _format(training.get("learning_rate"))),
+        ("epochs / optimiser steps", f"{epochs} / {steps}"),
+        ("max length", _format(training.get("max_length"))),
+    ]
+    return rows
+
+
+def render_model_card(
+    adapter_dir: str | os.PathLike[str],
+    *,
+    repo_id: str,
+    base_model: str | None = None,
+    evaluation: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    datasets: Sequence[str] | None = None,
+) -> ModelCard:
+    """Render the card of the adapter in `adapter_dir` (ULD or baseline template, chosen by the sidecar's method).
+
+    Args:
+        adapter_dir: directory with `adapter_config.json` and `unlearn_config.json`.
+        repo_id: the Hub repository the card is for (used in the loading snippet).
+        base_model: Hub id of the base model. Defaults to the sidecar's, when that is a Hub id (a local path is never
+            written into the metadata).
+        evaluation: an evaluation JSON (path or dict) written by `unlearn-peft eval`; adds the results table and the
+            `model-index` metadata.
+        datasets: Hub ids of the forget / retain datasets, for the `datasets` metadata. Defaults to those recorded
+            in the sidecar.
+    """
+    directory = Path(adapter_dir)
+    sidecar = UnlearnSidecar.load(directory)
+    adapter_config = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
+    training = sidecar.training
+    base_model = base_model or sidecar.base_model_name_or_path
+    if not is_hub_id(base_model):
+        logger.info(
+            "The base model %r is not a Hub id; the card leaves base_model out. Pass base_model='org/name'.",
+            base_model,
+        )
+        base_model = None
+    dataset_names = (
+        list(datasets)
+        if datasets is not None
+        else [name for name in (training.get("forget_dataset"), training.get("retain_dataset")) if name]
+    )
+    hub_datasets = sorted({name.split(":")[0] for name in dataset_names if is_hub_id(name.split(":")[0])})
+    results = load_evaluation(evaluation)
+    is_uld = sidecar.method == "uld"
+    method_title = METHOD_TITLES.get(sidecar.method, sidecar.method)
+    if not is_uld:
+        method_title += RETAIN_TITLES.get(training.get("retain_loss") or "none", "")
+    card_data = ModelCardData(
+        base_model=base_model,
+        library_name="unlearn-peft" if is_uld else "peft",
+        tags=["unlearning", sidecar.method, "lora", "unlearn-peft"] + ([] if is_uld else ["peft"]),
+        datasets=hub_datasets or None,
+        pipeline_tag="text-generation",
+        model_name=repo_id.split("/")[-1],
+        eval_results=_eval_results(results) if results else None,
+    )
+    metrics = evaluation_metrics(results) if results else []
+    template = resources.files("unlearn_peft.hub_cards").joinpath(ULD_TEMPLATE if is_uld else BASELINE_TEMPLATE)
+    return ModelCard.from_template(
+        card_data,
+        template_str=template.read_text(encoding="utf-8"),
+        repo_id=repo_id,
+        model_name=repo_id.split("/")[-1],
+        base_model_display=base_model or sidecar.base_model_name_or_path or "its base model",
+        base_model_url=f"https://huggingface.co/{base_model}" if base_model else "#",
+        method_title=method_title,
+        method_description=METHOD_DESCRIPTIONS.get(sidecar.method, ""),
+        citation=CITATIONS.get(sidecar.method, ""),
+        assistant_num_layers=sidecar.assistant_num_layers,
+        base_num_layers=sidecar.base_model_fingerprint.get("num_hidden_layers"),
+        assistant_weight=_format(sidecar.assistant_weight),
+        plausibility_threshold=_format(sidecar.plausibility_threshold),
+        forget_dataset=training.get("forget_dataset") or "not recorded",
+        retain_dataset=training.get("retain_dataset") or ("not recorded" if training.get("retain_rows") else "none"),
+        forget_rows=_format(training.get("forget_rows")),
+        forget_examples=_format(training.get("forget_examples")),
+        retain_rows=_format(training.get("retain_rows")),
+        retain_examples=_format(training.get("retain_examples")),
+        hyperparameters=_hyperparameters(sidecar, adapter_config),
+        results=[(f"{benchmark} {metric}", f"{value:.4f}") for benchmark, metric, value in metrics],
+        results_source=f"Evaluation of `{results.get('model_name')}` with `unlearn-peft eval`." if results else "",
+        has_forget_quality=any(metric == "forget_quality" for _, metric, _ in metrics),
+        library_version=sidecar.library_version,
+    )
