@@ -1,88 +1,128 @@
-"""`python -m unlearn_peft.demo`: unlearn European capitals from SmolLM2-135M-Instruct on CPU, offline.
+"""`unlearn-peft demo` (or `python -m unlearn_peft.demo`): unlearn European capitals from SmolLM2-135M on CPU, offline.
 
-It converts the embedded SmolLM2 model once (see `unlearn_peft.embedded`), trains a ULD assistant to forget 20
-question-answer pairs about European capitals while keeping 20 about other capitals, and prints the answer
-probabilities of the model before and after unlearning, including on paraphrased forget questions that training
-never saw. The adapter is written to `--output-dir`.
+It converts the embedded SmolLM2-135M-Instruct once (see `unlearn_peft.embedded`), trains a ULD assistant to forget
+20 question-answer pairs about European capitals while keeping 20 about other capitals, and prints the answer
+probabilities before and after unlearning — including on paraphrased forget questions that training never saw —
+and a few generations side by side. It writes the adapter and `demo.png` to `--output-dir`. The settings are those
+of `recipes/demo/smollm2.yaml`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import time
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .config import UnlearnConfig
-from .embedded import smollm2_checkpoint
-from .evaluation import answer_probability
+from .evaluation import answer_probability, greedy_answers
 from .modeling import ULDModel
+from .sources import embedded_rows, resolve_model_name
 from .trainer import UnlearnTrainer
 
+FORGET_DATA, RETAIN_DATA = "european_capitals_forget", "world_capitals_retain"
+# Kept equal to recipes/demo/smollm2.yaml (a test checks it).
+DEMO_SETTINGS: dict[str, Any] = {
+    "method": "uld",
+    "augment_forget_with_paraphrases": False,
+    "learning_rate": 3e-3,
+    "max_steps": 150,
+    "per_device_train_batch_size": 4,
+    "logging_steps": 25,
+    "seed": 0,
+}
+SHOWN_GENERATIONS = 4
 
-def load_demo_rows(name: str) -> list[dict[str, Any]]:
-    text = resources.files("unlearn_peft.demo_data").joinpath(name).read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+def _qa(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return [{"question": row["question"], "answer": row["answer"]} for row in rows]
+
+
+def mean_probabilities(model, tokenizer, forget, retain) -> dict[str, float]:
+    def mean(rows, question_key):
+        values = [answer_probability(model, tokenizer, row[question_key], row["answer"]) for row in rows]
+        return sum(values) / len(values)
+
+    return {
+        "forget": mean(forget, "question"),
+        "forget (paraphrased, unseen)": mean(forget, "paraphrased_question"),
+        "retain": mean(retain, "question"),
+    }
+
+
+def write_plot(before: dict[str, float], after: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(before)
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    positions = range(len(names))
+    axis.bar([p - 0.2 for p in positions], [before[n] for n in names], 0.4, label="before")
+    axis.bar([p + 0.2 for p in positions], [after[n] for n in names], 0.4, label="after ULD")
+    axis.set_xticks(list(positions), names, fontsize=8)
+    axis.set_ylabel("answer probability exp(-mean NLL)")
+    axis.set_ylim(0, 1)
+    axis.set_title("SmolLM2-135M: unlearning European capitals")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", default="outputs/demo-smollm2-uld", help="Where the adapter is saved.")
-    parser.add_argument("--max-steps", type=int, default=150, help="Optimiser steps of the assistant.")
-    parser.add_argument("--learning-rate", type=float, default=3e-3, help="Learning rate of the LoRA assistant.")
+    from .cli import OneLineArgumentParser
+
+    parser = OneLineArgumentParser(
+        prog="unlearn-peft demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--output-dir", default="outputs/demo-smollm2-uld", help="Where the adapter and plot go.")
+    parser.add_argument("--max-steps", type=int, default=DEMO_SETTINGS["max_steps"], help="Optimiser steps.")
+    parser.add_argument(
+        "--learning-rate", type=float, default=DEMO_SETTINGS["learning_rate"], help="Learning rate of the LoRA."
+    )
     options = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
 
     started = time.time()
-    checkpoint = smollm2_checkpoint()
+    output_dir = Path(options.output_dir)
+    checkpoint = resolve_model_name("embedded:smollm2")
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
-    forget = load_demo_rows("european_capitals_forget.jsonl")
-    retain = load_demo_rows("world_capitals_retain.jsonl")
+    forget, retain = embedded_rows(FORGET_DATA), embedded_rows(RETAIN_DATA)
+    before = mean_probabilities(model, tokenizer, forget, retain)
+    shown = forget[:SHOWN_GENERATIONS] + retain[:2]
+    questions = [row["question"] for row in shown[:SHOWN_GENERATIONS]] + [
+        shown[0]["paraphrased_question"],
+        *[row["question"] for row in shown[SHOWN_GENERATIONS:]],
+    ]
+    generations_before = greedy_answers(model, tokenizer, questions, max_new_tokens=16)
 
-    def probabilities(evaluated) -> dict[str, float]:
-        def mean(rows, question_key):
-            values = [answer_probability(evaluated, tokenizer, r[question_key], r["answer"]) for r in rows]
-            return sum(values) / len(values)
-
-        return {
-            "forget": mean(forget, "question"),
-            "forget (paraphrased, unseen)": mean(forget, "paraphrased_question"),
-            "retain": mean(retain, "question"),
-        }
-
-    before = probabilities(model)
-    args = UnlearnConfig(
-        output_dir=options.output_dir,
-        max_steps=options.max_steps,
-        learning_rate=options.learning_rate,
-        per_device_train_batch_size=4,
-        logging_steps=25,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=0,
-    )
+    settings = {**DEMO_SETTINGS, "max_steps": options.max_steps, "learning_rate": options.learning_rate}
+    args = UnlearnConfig(output_dir=str(output_dir), save_strategy="no", report_to="none", use_cpu=True, **settings)
     trainer = UnlearnTrainer(
-        model,
-        args=args,
-        forget_dataset=[{"question": r["question"], "answer": r["answer"]} for r in forget],
-        retain_dataset=[{"question": r["question"], "answer": r["answer"]} for r in retain],
-        processing_class=tokenizer,
+        model, args=args, forget_dataset=_qa(forget), retain_dataset=_qa(retain), processing_class=tokenizer
     )
     trainer.train()
-    trainer.save_model(options.output_dir)
-    unlearned = ULDModel.from_pretrained(options.output_dir, base_model=model)
-    after = probabilities(unlearned)
+    trainer.save_model(str(output_dir))
+    unlearned = ULDModel.from_pretrained(output_dir, base_model=model)
+    after = mean_probabilities(unlearned, tokenizer, forget, retain)
+    generations_after = greedy_answers(unlearned, tokenizer, questions, max_new_tokens=16)
+    write_plot(before, after, output_dir / "demo.png")
 
     print("\nAnswer probability exp(-mean NLL), mean over 20 questions each:")
     print(f"{'split':<30} {'before':>8} {'after':>8} {'ratio':>7}")
     for split, value in before.items():
         print(f"{split:<30} {value:8.3f} {after[split]:8.3f} {after[split] / value:7.3f}")
-    print(f"\nAdapter saved to {options.output_dir} in {time.time() - started:.0f} s.")
+    print("\nGreedy answers (first 4 forget questions, 1 paraphrased forget question, 2 retain questions):")
+    for question, old, new in zip(questions, generations_before, generations_after, strict=True):
+        print(f"Q: {question}\n   before: {old}\n   after:  {new}")
+    print(f"\nAdapter and demo.png written to {output_dir} in {time.time() - started:.0f} s.")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -557,6 +559,7 @@ class UnlearnTrainer(Trainer):
                 "num_train_epochs": args.num_train_epochs,
                 "max_length": args.max_length,
                 "global_step": self.state.global_step,
+                "world_size": args.world_size,
             },
         )
 
@@ -564,3 +567,69 @@ class UnlearnTrainer(Trainer):
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         super()._save(output_dir, state_dict=state_dict)
         self.build_sidecar().save(output_dir)
+        # PEFT's save_pretrained just wrote its generic README.md; the unlearning card replaces it.
+        self.create_model_card(output_dir=output_dir)
+
+    @property
+    def hub_repo_id(self) -> str:
+        """`hub_model_id`, or the output directory's name (created in the token owner's namespace)."""
+        return self.args.hub_model_id or Path(self.args.output_dir).name
+
+    def create_model_card(self, output_dir: str | None = None, **kwargs: Any) -> None:
+        """Write the unlearning model card (`hub_cards/`) as `README.md`; replaces Trainer's and PEFT's cards."""
+        if not self.is_world_process_zero():
+            return
+        from .model_card import render_model_card
+
+        directory = output_dir or self.args.output_dir
+        render_model_card(directory, repo_id=self.hub_repo_id).save(os.path.join(directory, "README.md"))
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        *,
+        evaluation: str | os.PathLike[str] | dict[str, Any] | None = None,
+        base_model: str | None = None,
+        datasets: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> str | None:
+        """Save the adapter to `output_dir` and upload it with its sidecar and model card to `hub_model_id`.
+
+        Only the adapter files, the sidecar, the card and the optional evaluation are uploaded (see
+        [`~unlearn_peft.hub.push_adapter`]); optimizer states and `training_args.bin` stay local. Returns the commit
+        URL on the main process, `None` elsewhere.
+        """
+        from .hub import push_adapter
+
+        self.save_model(self.args.output_dir, _internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        return push_adapter(
+            self.args.output_dir,
+            self.hub_repo_id,
+            evaluation=evaluation,
+            base_model=base_model,
+            datasets=datasets,
+            private=self.args.hub_private_repo,
+            token=token or self.args.hub_token,
+            revision=revision or self.args.hub_revision,
+            commit_message=commit_message or "End of training",
+        )
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """With `push_to_hub=True`, checkpoints are pushed like the final adapter: files, sidecar and card."""
+        if not self.is_world_process_zero():
+            return
+        from .hub import push_adapter
+
+        push_adapter(
+            checkpoint_folder,
+            self.hub_repo_id,
+            private=self.args.hub_private_repo,
+            token=self.args.hub_token,
+            revision=self.args.hub_revision,
+            commit_message=f"Training in progress, step {self.state.global_step}",
+        )

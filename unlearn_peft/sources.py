@@ -1,0 +1,78 @@
+"""Where models and datasets named in recipes and on the command line come from.
+
+A name is one of:
+
+- `embedded:smollm2` — the offline SmolLM2-135M-Instruct (see [`~unlearn_peft.embedded`]); for datasets,
+  `embedded:<name>` is a file of the bundled demo data (`european_capitals_forget`, `world_capitals_retain`);
+- a local file (`.json`, `.jsonl`, `.csv`, `.parquet`) or a directory holding `<config>.json[l]`;
+- a Hub id (`locuslab/TOFU`, with a config name such as `forget10_perturbed`), loaded with `datasets.load_dataset`.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, load_dataset
+
+EMBEDDED_PREFIX = "embedded:"
+EMBEDDED_MODELS = ("smollm2",)
+LOCAL_DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def resolve_model_name(name_or_path: str) -> str:
+    """Turn `embedded:smollm2` into the converted checkpoint's directory; return other names unchanged."""
+    if not name_or_path.startswith(EMBEDDED_PREFIX):
+        return name_or_path
+    model = name_or_path[len(EMBEDDED_PREFIX) :]
+    if model not in EMBEDDED_MODELS:
+        raise ValueError(f"Unknown embedded model {name_or_path!r}; available: embedded:smollm2.")
+    from .embedded import smollm2_checkpoint
+
+    return str(smollm2_checkpoint())
+
+
+def embedded_rows(name: str) -> list[dict[str, Any]]:
+    """Rows of a bundled demo dataset (`unlearn_peft/demo_data/<name>.jsonl`)."""
+    files = resources.files("unlearn_peft.demo_data")
+    available = sorted(p.name.removesuffix(".jsonl") for p in files.iterdir() if p.name.endswith(".jsonl"))
+    if name not in available:
+        raise ValueError(f"Unknown embedded dataset 'embedded:{name}'; available: {available}.")
+    text = files.joinpath(f"{name}.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def load_rows(name: str, config: str | None = None, split: str = "train", argument: str = "dataset") -> Dataset:
+    """Load a dataset named in a recipe: embedded, a local file, a local directory of `<config>.json[l]`, or the Hub.
+
+    Args:
+        name: see the module docstring.
+        config: the dataset configuration (TOFU: `forget10_perturbed`, `retain90`, ...), or the file stem inside a
+            local directory.
+        split: the split to load from a Hub dataset.
+        argument: the recipe key that named this dataset, for error messages.
+    """
+    if name.startswith(EMBEDDED_PREFIX):
+        return Dataset.from_list(embedded_rows(name[len(EMBEDDED_PREFIX) :]))
+    path = Path(name)
+    if path.is_file():
+        builder = LOCAL_DATA_SUFFIXES.get(path.suffix)
+        if builder is None:
+            raise ValueError(
+                f"{argument}={name!r}: unsupported file type {path.suffix!r}; use one of "
+                f"{sorted(LOCAL_DATA_SUFFIXES)}."
+            )
+        return load_dataset(builder, data_files=str(path), split="train")
+    if path.is_dir() and config is not None:
+        for suffix in (".json", ".jsonl", ".parquet", ".csv"):
+            candidate = path / f"{config}{suffix}"
+            if candidate.is_file():
+                return load_rows(str(candidate), argument=argument)
+    if path.is_dir() and config is None:
+        return load_dataset(str(path), split=split)
+    if name.startswith((".", "/")) or path.suffix in LOCAL_DATA_SUFFIXES or path.is_dir():
+        where = f"{path}/{config}.json[l]" if path.is_dir() else str(path)
+        raise FileNotFoundError(f"{argument}={name!r}: {where} does not exist.")
+    return load_dataset(name, config, split=split)
