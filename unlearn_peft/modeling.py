@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from peft import PeftConfig, PeftModel
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -22,6 +23,7 @@ from .assistant import early_exit_view, find_decoder_layers
 from .cache import ULDCache
 from .hub import ADAPTER_WEIGHTS_NAME, resolve_adapter_dir
 from .logit_difference import filtered_assistant_logits_from_hidden
+from .saving import staged_save
 from .sidecar import UnlearnSidecar, base_model_fingerprint
 
 
@@ -37,6 +39,16 @@ def check_fingerprint(recorded: dict[str, Any], base: PreTrainedModel, source: s
             f"The adapter {source} was trained on a different base model ({listed}). Adapter fingerprint: "
             f"{recorded}; given base: {actual}. Load the base it was trained on (base_model=...)."
         )
+
+
+def load_adapter_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read adapter weights from safetensors, refusing a corrupted or truncated file with a clear message."""
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(
+            f"{path} is corrupted or truncated ({error}); re-download the adapter or save it again."
+        ) from error
 
 
 def _is_quantized(model: PreTrainedModel) -> bool:
@@ -156,7 +168,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
             parent, attribute = find_decoder_layers(view)
             setattr(parent, attribute, copy.deepcopy(getattr(parent, attribute)))
         adapter_config = PeftConfig.from_pretrained(str(directory))
-        adapter_state = load_file(directory / ADAPTER_WEIGHTS_NAME)
+        adapter_state = load_adapter_weights(directory / ADAPTER_WEIGHTS_NAME)
         peft_model = PeftModel.from_pretrained(view, str(directory), is_trainable=False)
         assistant = peft_model.merge_and_unload() if merge_assistant else peft_model.base_model.model
         model = cls(
@@ -236,14 +248,14 @@ class ULDModel(PreTrainedModel, GenerationMixin):
 
     def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> None:
         """Write the adapter (PEFT files) and the sidecar with the current α and τ; never merged weights."""
-        directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.adapter_config.save_pretrained(str(directory))
-        save_file(self.adapter_state, str(directory / ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
         sidecar = copy.deepcopy(self.sidecar)
         sidecar.assistant_weight = self.assistant_weight
         sidecar.plausibility_threshold = self.plausibility_threshold
-        sidecar.save(directory)
+        # Atomic: a failure while writing leaves a previous adapter in save_directory loadable.
+        with staged_save(save_directory) as staging:
+            self.adapter_config.save_pretrained(str(staging))
+            save_file(self.adapter_state, str(staging / ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
+            sidecar.save(staging)
 
     def push_to_hub(
         self,

@@ -57,6 +57,7 @@ from .losses import (
     simnpo_loss,
     uniform_kl_loss,
 )
+from .saving import staged_save
 from .sidecar import UnlearnSidecar, base_model_fingerprint, base_model_reference
 
 logger = logging.getLogger(__name__)
@@ -404,6 +405,7 @@ class UnlearnTrainer(Trainer):
             terms["retain"] = (retain_term, counts.get("retain"), count_loss_tokens(inputs["retain_labels"]))
             loss = loss + self.args.retain_loss_weight * retain_term
 
+        self._check_finite(terms)
         self._record_term_metrics(terms)
         if counts and self.args.average_tokens_across_devices and self.args.world_size > 1:
             # Counts were summed over processes, and DDP averages gradients: undo that average.
@@ -471,6 +473,18 @@ class UnlearnTrainer(Trainer):
                 input_ids=inputs["retain_input_ids"], attention_mask=inputs["retain_attention_mask"], use_cache=False
             ).logits
         return reference_kl_loss(logits, reference_logits, labels, counts.get("retain"))
+
+    def _check_finite(self, terms: dict[str, tuple[torch.Tensor, Any, Any]]) -> None:
+        """Stop training with a clear error when a loss term is NaN or infinite (the last checkpoint stays)."""
+        values = torch.stack([value.detach().float() for value, _, _ in terms.values()])
+        if bool(torch.isfinite(values).all()):
+            return
+        bad = ", ".join(f"loss_{name}={value.item()}" for name, value in zip(terms, values, strict=True))
+        mode = "training" if self.model.training else "evaluation"
+        raise FloatingPointError(
+            f"Non-finite loss during {mode} at step {self.state.global_step + 1} ({bad}). Training stopped; the "
+            "last saved checkpoint is unchanged. Lower learning_rate, check the rows of this batch, or use fp32."
+        )
 
     def _record_term_metrics(self, terms: dict[str, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]) -> None:
         """Log each term as its local mean over this micro-batch, averaged over processes."""
@@ -565,10 +579,12 @@ class UnlearnTrainer(Trainer):
 
     def _save(self, output_dir: str | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
-        super()._save(output_dir, state_dict=state_dict)
-        self.build_sidecar().save(output_dir)
-        # PEFT's save_pretrained just wrote its generic README.md; the unlearning card replaces it.
-        self.create_model_card(output_dir=output_dir)
+        # Atomic: a failure while writing leaves the previous adapter in output_dir loadable.
+        with staged_save(output_dir) as staging:
+            super()._save(str(staging), state_dict=state_dict)
+            self.build_sidecar().save(staging)
+            # PEFT's save_pretrained just wrote its generic README.md; the unlearning card replaces it.
+            self.create_model_card(output_dir=str(staging))
 
     @property
     def hub_repo_id(self) -> str:
