@@ -217,9 +217,7 @@ class UnlearnConfig(TrainingArguments):
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (ULD paper: 0.01)."})
     warmup_steps: float = field(
         default=0.1,
-        metadata={
-            "help": "Linear warm-up: a number of steps (≥ 1) or a fraction of all steps (< 1). Default: 0.1."
-        },
+        metadata={"help": "Linear warm-up: a number of steps (≥ 1) or a fraction of all steps (< 1). Default: 0.1."},
     )
     logging_steps: float = field(
         default=10,
