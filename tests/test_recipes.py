@@ -254,3 +254,21 @@ def test_eval_cli_muse_writes_json_markdown_and_plot(tiny_model_dir, tmp_path, c
     assert 0 <= results["auc"] <= 1 and 0 <= results["verbmem_f"] <= 1
     assert "| tiny |" in (tmp_path / "out" / "muse_summary.md").read_text()
     assert (tmp_path / "out" / "muse.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_demo_command_prints_table_generations_and_writes_plot_and_adapter(tmp_path, capsys, smollm2_path):
+    """`unlearn-peft demo` end to end on the embedded SmolLM2 (few steps: the full run is `make demo`)."""
+    output = tmp_path / "demo"
+    assert cli_main(["demo", "--max-steps", "3", "--output-dir", str(output)]) == 0
+    printed = capsys.readouterr().out
+    for line in (
+        "forget (paraphrased, unseen)",
+        "retain",
+        "before:",
+        "after:",
+        "Which city is the capital of France?",
+    ):
+        assert line in printed
+    assert (output / "demo.png").read_bytes()[:4] == b"\x89PNG"
+    assert UnlearnSidecar.load(output).training["global_step"] == 3

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from unlearn_peft import ULDModel, UnlearnConfig, UnlearnTrainer
-from unlearn_peft.evaluation import evaluate_tofu, load_results, summary_markdown, write_tofu_report
+from unlearn_peft.evaluation import evaluate_muse, evaluate_tofu, load_results, summary_markdown, write_tofu_report
 
 from .conftest import FIXTURES, qa_only, read_jsonl
 
@@ -106,3 +106,26 @@ def test_tofu_on_smollm2_for_base_uld_and_peft_baseline(
         and "generated" in saved["splits"]["retain"]["per_question"][0]
     )
     print(summary)
+
+    # MUSE's evaluation takes the same models unchanged (issue #5).
+    muse_inputs = dict(
+        verbmem_rows=[{"prompt": row["question"], "gt": row["answer"]} for row in forget[:2]],
+        knowmem_rows=[{"question": row["question"], "answer": row["answer"]} for row in forget[:2]],
+        forget_texts=[row["answer"] for row in forget[:3]],
+        # Short familiar sentences as holdout: some score above the fictitious forget answers, so AUC > 0 (1/3).
+        holdout_texts=[
+            "The capital of France is Paris.",
+            "Water boils at 100 degrees Celsius at sea level.",
+            "The Earth orbits the Sun once a year.",
+        ],
+        verbmem_max_new_tokens=12,
+        knowmem_max_new_tokens=8,
+    )
+    retrain_muse = evaluate_muse(base, tokenizer, model_name="SmolLM2", **muse_inputs)
+    assert retrain_muse["auc"] > 0  # PrivLeak divides by it
+    for name, model in (("ULD", uld), ("NPO+GD (PEFT)", npo_trainer.model)):
+        muse = evaluate_muse(model, tokenizer, model_name=name, retrain_results=retrain_muse, **muse_inputs)
+        assert 0 <= muse["verbmem_f"] <= 1 and 0 <= muse["knowmem_f"] <= 1 and 0 <= muse["auc"] <= 1
+        assert muse["privleak"] == pytest.approx((muse["auc"] - retrain_muse["auc"]) / retrain_muse["auc"] * 100)
+        assert len(muse["verbmem"]["per_item"]) == 2
+        json.dumps(muse)
