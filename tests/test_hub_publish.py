@@ -186,6 +186,29 @@ def test_push_failures_raise_clearly_and_leave_local_adapter_intact(
     assert directory_digest(output) == before
 
 
+def test_push_to_hub_during_training_pushes_checkpoints_with_card(
+    fake_hub, make_tiny_llama, tokenizer, tofu_forget, tofu_retain, tmp_path
+):
+    """`push_to_hub=True` (hub_strategy every_save): each checkpoint is pushed as adapter + sidecar + card."""
+    trainer = trained_adapter(
+        make_tiny_llama(),
+        tokenizer,
+        tofu_forget,
+        tofu_retain,
+        tmp_path / "ckpt",
+        assistant_num_layers=2,
+        save_strategy="steps",
+        save_steps=1,
+        push_to_hub=True,
+        hub_model_id="test-user/tiny-ckpt",
+        hub_token=fake_hub.token,
+    )
+    messages = [commit.title for commit in fake_hub.commits("test-user/tiny-ckpt")]
+    assert "Training in progress, step 1" in messages and "Training in progress, step 2" in messages
+    assert set(fake_hub.files("test-user/tiny-ckpt")) == ADAPTER_FILES
+    assert trainer.hub_repo_id == "test-user/tiny-ckpt"
+
+
 def test_card_renders_with_and_without_evaluation(make_tiny_llama, tokenizer, tofu_forget, tofu_retain, tmp_path):
     output = tmp_path / "uld"
     model = make_tiny_llama(num_layers=4)

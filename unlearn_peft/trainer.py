@@ -588,8 +588,8 @@ class UnlearnTrainer(Trainer):
 
     @property
     def hub_repo_id(self) -> str:
-        """`hub_model_id`, or the output directory's name (created in the token owner's namespace)."""
-        return self.args.hub_model_id or Path(self.args.output_dir).name
+        """The repository `init_hf_repo` created, else `hub_model_id`, else the output directory's name."""
+        return getattr(self, "hub_model_id", None) or self.args.hub_model_id or Path(self.args.output_dir).name
 
     def create_model_card(self, output_dir: str | None = None, **kwargs: Any) -> None:
         """Write the unlearning model card (`hub_cards/`) as `README.md`; replaces Trainer's and PEFT's cards."""
@@ -637,7 +637,7 @@ class UnlearnTrainer(Trainer):
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         """With `push_to_hub=True`, checkpoints are pushed like the final adapter: files, sidecar and card."""
-        if not self.is_world_process_zero():
+        if not self.is_world_process_zero() or self.args.hub_strategy == "end":
             return
         from .hub import push_adapter
 
