@@ -23,9 +23,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unlearn_peft import ULDModel, UnlearnConfig, UnlearnTrainer
 from unlearn_peft.data import QUESTION_ANSWER, render_row, tokenize_row
-from unlearn_peft.demo import load_demo_rows
 from unlearn_peft.embedded import smollm2_checkpoint
 from unlearn_peft.logit_difference import filtered_assistant_logits, plausible_token_mask
+from unlearn_peft.sources import embedded_rows
 from unlearn_peft.testing import tiny_random_llama
 
 try:
@@ -89,8 +89,8 @@ def main() -> None:
     parser.add_argument("--assistant-layers", type=int, default=8, help="K, the assistant's decoder layers.")
     options = parser.parse_args()
 
-    forget = load_demo_rows("european_capitals_forget.jsonl")
-    retain = load_demo_rows("world_capitals_retain.jsonl")
+    forget = embedded_rows("european_capitals_forget")
+    retain = embedded_rows("world_capitals_retain")
     heldout = [json.loads(line) for line in HELDOUT.read_text().splitlines() if line.strip()]
     with tempfile.TemporaryDirectory() as workdir:
         base_path = smollm2_checkpoint()

@@ -5,6 +5,7 @@ By default it uses SmolLM2-135M-Instruct (the offline wheel) and a ULD adapter t
 not depend on how well it is trained); `--quick` uses a tiny random Llama, for CI.
 
     python benchmarks/generation.py                # SmolLM2-135M, batch 1 and 8, 128 new tokens
+    python benchmarks/generation.py --device cuda  # bfloat16 on a GPU (--dtype float32 to override)
     python benchmarks/generation.py --quick        # seconds; does not write RESULTS.md
 """
 
@@ -102,9 +103,13 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=2, help="Timed runs per row; the best is kept.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda.")
-    parser.add_argument("--dtype", default="float32", help="float32 or bfloat16.")
+    parser.add_argument(
+        "--dtype", default=None, help="float32 or bfloat16 (default: bfloat16 on CUDA, float32 on CPU)."
+    )
     options = parser.parse_args()
     new_tokens = 8 if options.quick else options.new_tokens
+    if options.dtype is None:
+        options.dtype = "bfloat16" if options.device.startswith("cuda") else "float32"
     dtype = getattr(torch, options.dtype)
 
     with tempfile.TemporaryDirectory() as workdir:

@@ -1,5 +1,6 @@
 """The benchmark scripts' quick modes run in CI so they never rot (timings are not asserted here)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,13 +10,62 @@ import pytest
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["generation.py", "filter_definitions.py", "reference_cache.py"])
-def test_benchmark_quick_mode_runs(script, smollm2_path):
+def run_quick(script: str, *extra: str) -> subprocess.CompletedProcess:
     results = BENCHMARKS / "RESULTS.md"
     before = results.read_text() if results.exists() else None
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), "--quick"], capture_output=True, text=True, timeout=600
+        [sys.executable, str(BENCHMARKS / script), "--quick", *extra], capture_output=True, text=True, timeout=900
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "|---|" in result.stdout  # printed its markdown table
     assert (results.read_text() if results.exists() else None) == before  # quick mode never writes RESULTS.md
+    return result
+
+
+def json_line(stdout: str) -> dict:
+    return json.loads(next(line for line in stdout.splitlines() if line.startswith("JSON "))[len("JSON ") :])
+
+
+@pytest.mark.parametrize("script", ["generation.py", "filter_definitions.py", "reference_cache.py"])
+def test_benchmark_quick_mode_runs(script, smollm2_path):
+    run_quick(script)
+
+
+def test_train_cost_quick_mode(smollm2_path):
+    result = run_quick("train_cost.py")
+    variants = json_line(result.stdout)
+    assert set(variants) == {
+        "ULD",
+        "GA",
+        "NPO+GD, precomputed ref.",
+        "NPO+GD, recomputed ref.",
+        "NPO+KL, precomputed ref.",
+        "NPO+KL, recomputed ref.",
+    }
+    for values in variants.values():
+        assert len(values["step_s"]) == 2  # --quick: 2 optimiser steps, the first untimed
+        assert values["peak_rss"] >= values["rss_before_model"] > 0
+    for column in ("s / step", "FLOP limit, c=2 (c=3)", "peak RSS MiB"):
+        assert column in result.stdout
+    assert "1.15× the base weights" in result.stdout
+
+
+def test_tofu_mini_quick_mode(smollm2_path):
+    result = run_quick("tofu_mini.py")
+    summary = json_line(result.stdout)
+    models = [row["model"] for row in summary["table"]]
+    assert models == ["retain model", "target", "ULD", "GA", "GD", "NPO+GD", "SimNPO", "IdkDPO"]
+    for row in summary["table"]:
+        assert set(row) == {
+            "model",
+            "forget quality",
+            "model utility",
+            "forget prob.",
+            "forget ROUGE",
+            "retain ROUGE",
+            "train s",
+        }
+        assert 0 <= float(row["forget quality"]) <= 1
+    assert summary["table"][0]["forget quality"] == "1"  # the retain model against itself
+    assert summary["report"]["forget_quality_vs_utility"].endswith(".png")
+    assert summary["total_seconds"] > 0
