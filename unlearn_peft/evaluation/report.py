@@ -6,7 +6,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,25 @@ def summary_markdown(results_list: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _write_results_and_summary(
+    results_list: Sequence[dict[str, Any]],
+    directory: Path,
+    suffix: str,
+    summary_name: str,
+    summary: Callable[[Sequence[dict[str, Any]]], str],
+) -> dict[str, Path]:
+    """Write one `<model><suffix>` JSON per evaluation and the markdown summary; return their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for results in results_list:
+        path = directory / f"{_file_stem(results['model_name'])}{suffix}"
+        path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        written[results["model_name"]] = path
+    written["summary"] = directory / summary_name
+    written["summary"].write_text(summary(results_list), encoding="utf-8")
+    return written
+
+
 def write_tofu_report(results_list: Sequence[dict[str, Any]], output_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write `<model>.json` for each evaluation, `summary.md`, `forget_quality_vs_utility.png` and `splits.png`."""
     import matplotlib
@@ -49,14 +68,7 @@ def write_tofu_report(results_list: Sequence[dict[str, Any]], output_dir: str | 
     import matplotlib.pyplot as plt
 
     directory = Path(output_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    for results in results_list:
-        path = directory / f"{_file_stem(results['model_name'])}.json"
-        path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        written[results["model_name"]] = path
-    written["summary"] = directory / "summary.md"
-    written["summary"].write_text(summary_markdown(results_list), encoding="utf-8")
+    written = _write_results_and_summary(results_list, directory, ".json", "summary.md", summary_markdown)
 
     figure, axis = plt.subplots(figsize=(5, 4))
     for results in results_list:
@@ -115,14 +127,9 @@ def write_muse_report(results_list: Sequence[dict[str, Any]], output_dir: str | 
     import matplotlib.pyplot as plt
 
     directory = Path(output_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    for results in results_list:
-        path = directory / f"{_file_stem(results['model_name'])}.muse.json"
-        path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        written[results["model_name"]] = path
-    written["summary"] = directory / "muse_summary.md"
-    written["summary"].write_text(muse_summary_markdown(results_list), encoding="utf-8")
+    written = _write_results_and_summary(
+        results_list, directory, ".muse.json", "muse_summary.md", muse_summary_markdown
+    )
     metrics = [m for m in ("verbmem_f", "knowmem_f", "knowmem_r", "auc") if any(m in r for r in results_list)]
     figure, axis = plt.subplots(figsize=(max(4, 1.5 * len(metrics) + 2), 3.5))
     width = 0.8 / max(len(results_list), 1)
