@@ -18,8 +18,8 @@ first 20 authors, with paraphrased / perturbed answers); the forget authors are 
 The fine-tuned target and retain models are cached under `~/.cache/unlearn_peft/tofu_mini/` (or
 `$UNLEARN_PEFT_CACHE/tofu_mini/`), keyed by their settings, so re-runs skip fine-tuning.
 
-    python benchmarks/tofu_mini.py                              # SmolLM2-135M; appends to RESULTS.md
-    python benchmarks/tofu_mini.py --tofu-dir ../shared/data/tofu --authors 6
+    python benchmarks/tofu_mini.py                              # TOFU from the Hub; appends to RESULTS.md
+    python benchmarks/tofu_mini.py --tofu /path/to/tofu --authors 6   # a local copy of TOFU's JSON files
     python benchmarks/tofu_mini.py --quick                      # tiny random model, fixture rows, seconds (CI)
 """
 
@@ -42,6 +42,7 @@ from unlearn_peft import ULDModel, UnlearnConfig, UnlearnTrainer
 from unlearn_peft.data import ForgetRetainCollator, tokenize_dataset
 from unlearn_peft.embedded import cache_dir, smollm2_checkpoint
 from unlearn_peft.evaluation import answer_probability, evaluate_tofu, forget_quality, write_tofu_report
+from unlearn_peft.sources import load_rows
 from unlearn_peft.testing import tiny_random_llama
 
 try:
@@ -51,6 +52,7 @@ except ImportError:  # run as a script
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "tofu"
 ROWS_PER_AUTHOR = 20
+TOFU_CONFIGS = ("forget10_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # (name, method, retain_loss); retain_loss None = the method's default.
 METHODS = [
@@ -70,25 +72,27 @@ def read_jsonl(path: Path) -> list[dict]:
 def load_splits(options: argparse.Namespace) -> dict[str, list[dict]]:
     """Rows of the retain authors, the forget authors and the evaluation subsets."""
     if options.quick:
-        forget_file, retain_file = FIXTURES / "forget01_perturbed.json", FIXTURES / "retain_perturbed_head40.json"
-        real_file = FIXTURES / "real_authors_perturbed_head4.json"
-        world_file = FIXTURES / "world_facts_perturbed_head4.json"
+        files = {
+            "forget10_perturbed": FIXTURES / "forget01_perturbed.json",
+            "retain_perturbed": FIXTURES / "retain_perturbed_head40.json",
+            "real_authors_perturbed": FIXTURES / "real_authors_perturbed_head4.json",
+            "world_facts_perturbed": FIXTURES / "world_facts_perturbed_head4.json",
+        }
+        tofu = {config: read_jsonl(path) for config, path in files.items()}
     else:
-        tofu = Path(options.tofu_dir)
-        forget_file, retain_file = tofu / "forget10_perturbed.json", tofu / "retain_perturbed.json"
-        real_file, world_file = tofu / "real_authors_perturbed.json", tofu / "world_facts_perturbed.json"
+        tofu = {config: load_rows(options.tofu, config, argument="--tofu").to_list() for config in TOFU_CONFIGS}
     retain_authors = options.authors - options.forget_authors
-    retain = read_jsonl(retain_file)[: retain_authors * ROWS_PER_AUTHOR]
-    forget = read_jsonl(forget_file)[: options.forget_authors * ROWS_PER_AUTHOR]
+    retain = tofu["retain_perturbed"][: retain_authors * ROWS_PER_AUTHOR]
+    forget = tofu["forget10_perturbed"][: options.forget_authors * ROWS_PER_AUTHOR]
     if len(retain) < retain_authors * ROWS_PER_AUTHOR or len(forget) < options.forget_authors * ROWS_PER_AUTHOR:
-        raise SystemExit(f"Not enough TOFU rows for {options.authors} authors in {forget_file.parent}.")
+        raise SystemExit(f"Not enough TOFU rows for {options.authors} authors in {options.tofu}.")
     return {
         "train_retain": retain,
         "train_forget": forget,
         "forget": forget[: options.eval_forget] if options.eval_forget else forget,
         "retain": retain[: options.eval_retain],
-        "real_authors": read_jsonl(real_file)[: options.eval_other],
-        "world_facts": read_jsonl(world_file)[: options.eval_other],
+        "real_authors": tofu["real_authors_perturbed"][: options.eval_other],
+        "world_facts": tofu["world_facts_perturbed"][: options.eval_other],
     }
 
 
@@ -156,6 +160,7 @@ def unlearn(name, method, retain_loss, splits, options, tokenizer, target_dir: P
     """Unlearn the forget authors from the target; return (model to evaluate, training seconds)."""
     target = AutoModelForCausalLM.from_pretrained(target_dir)
     steps = options.uld_steps if method == "uld" else options.unlearn_steps
+    learning_rate = {"learning_rate": options.uld_lr} if method == "uld" else {}
     args = UnlearnConfig(
         output_dir=str(workdir / name),
         method=method,
@@ -169,6 +174,7 @@ def unlearn(name, method, retain_loss, splits, options, tokenizer, target_dir: P
         disable_tqdm=True,
         logging_steps=max(1, steps // 4),
         seed=options.seed,
+        **learning_rate,
     )
     started = time.perf_counter()
     trainer = UnlearnTrainer(
@@ -192,24 +198,35 @@ def unlearn(name, method, retain_loss, splits, options, tokenizer, target_dir: P
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Tiny random model, fixture rows; no RESULTS.md.")
-    parser.add_argument("--tofu-dir", default="../shared/data/tofu", help="Directory of TOFU's JSON-lines files.")
-    parser.add_argument("--authors", type=int, default=3, help="Authors in the fine-tuning set (20 QA each).")
+    parser.add_argument(
+        "--tofu",
+        default="locuslab/TOFU",
+        help="TOFU: the Hub dataset id, or a local directory holding its <config>.json files (JSON lines).",
+    )
+    parser.add_argument("--authors", type=int, default=10, help="Authors in the fine-tuning set (20 QA each).")
     parser.add_argument("--forget-authors", type=int, default=1, help="Authors to unlearn (from forget10).")
     parser.add_argument("--ft-epochs", type=float, default=2, help="Fine-tuning epochs (target and retain).")
     parser.add_argument("--ft-lr", type=float, default=2e-3, help="Fine-tuning learning rate (LoRA).")
     parser.add_argument("--ft-rank", type=int, default=32, help="Fine-tuning LoRA rank (alpha = 2 × rank).")
     parser.add_argument("--batch-size", type=int, default=4, help="Batch size of fine-tuning and unlearning.")
-    parser.add_argument("--unlearn-steps", type=int, default=8, help="Optimiser steps of each baseline.")
-    parser.add_argument("--uld-steps", type=int, default=30, help="Optimiser steps of ULD's assistant.")
+    parser.add_argument("--unlearn-steps", type=int, default=50, help="Optimiser steps of each baseline.")
+    parser.add_argument("--uld-steps", type=int, default=200, help="Optimiser steps of ULD's assistant.")
+    parser.add_argument(
+        "--uld-lr",
+        type=float,
+        default=3e-3,
+        help="ULD's learning rate (the demo's SmolLM2 setting; the library default 1e-3 left the assistant "
+        "unconverged after 150 steps here). The baselines use the library defaults (LoRA: 1e-4).",
+    )
     parser.add_argument(
         "--methods",
         nargs="+",
-        default=["ULD", "GA", "NPO+GD", "SimNPO"],
+        default=[m[0] for m in METHODS],
         help=f"Unlearning methods to run, among {[m[0] for m in METHODS]}.",
     )
-    parser.add_argument("--eval-forget", type=int, default=10, help="Forget rows evaluated (0: all of them).")
-    parser.add_argument("--eval-retain", type=int, default=6, help="Retain rows evaluated.")
-    parser.add_argument("--eval-other", type=int, default=4, help="real_authors and world_facts rows evaluated.")
+    parser.add_argument("--eval-forget", type=int, default=0, help="Forget rows evaluated (0: all of them).")
+    parser.add_argument("--eval-retain", type=int, default=12, help="Retain rows evaluated.")
+    parser.add_argument("--eval-other", type=int, default=6, help="real_authors and world_facts rows evaluated.")
     parser.add_argument("--max-new-tokens", type=int, default=24, help="Greedy answer length scored by ROUGE.")
     parser.add_argument("--eval-batch-size", type=int, default=20, help="Generation batch size.")
     parser.add_argument("--report-dir", default=str(Path(__file__).parent / "tofu_mini_report"), help="Report dir.")
@@ -315,7 +332,9 @@ def main() -> None:
             f"questions, {options.max_new_tokens} new tokens. Fine-tuning: LoRA r={options.ft_rank} on all layers, "
             f"{options.ft_epochs:g} epochs, lr {options.ft_lr:g}, batch {options.batch_size}, merged"
             f"{' (cached)' if target_cached and retain_cached else ''}. Unlearning: batch {options.batch_size}, "
-            f"{options.unlearn_steps} steps per baseline, {options.uld_steps} for ULD.\n\n"
+            f"{options.unlearn_steps} steps per baseline at the library's default lr, {options.uld_steps} for ULD "
+            f"at lr "
+            f"{options.uld_lr:g}.\n\n"
             f"Forget-answer probability: base model {base_forget_probability:.3f}, target "
             f"{all_results[1]['splits']['forget']['probability']:.3f}, retain model "
             f"{retain_results['splits']['forget']['probability']:.3f}.\n\n"

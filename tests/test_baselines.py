@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from unlearn_peft import SIDECAR_NAME, UnlearnConfig, UnlearnTrainer
 from unlearn_peft.losses import (
+    AnswerTokens,
     dpo_loss,
     gradient_ascent_loss,
     npo_loss,
@@ -50,7 +51,8 @@ def _hand_sequence_log_prob(logits, labels, row):
 
 def test_sequence_log_probs_and_losses_match_hand_computation():
     logits, labels = _fixed_logits_and_labels()
-    log_probs, lengths = sequence_log_probs(logits, labels)
+    answer = AnswerTokens.from_logits(logits, labels)
+    log_probs, lengths = sequence_log_probs(answer)
     hand = [_hand_sequence_log_prob(logits, labels, row) for row in range(2)]
     assert log_probs.tolist() == pytest.approx(hand, rel=1e-5) and lengths.tolist() == [3, 2]
 
@@ -87,8 +89,8 @@ def test_sequence_log_probs_and_losses_match_hand_computation():
     )
 
     nll = -sum(hand) / 5
-    assert gradient_ascent_loss(logits, labels).item() == pytest.approx(-nll, rel=1e-5)
-    assert reference_kl_loss(logits, logits, labels).item() == pytest.approx(0.0, abs=1e-6)
+    assert gradient_ascent_loss(answer).item() == pytest.approx(-nll, rel=1e-5)
+    assert reference_kl_loss(answer, answer).item() == pytest.approx(0.0, abs=1e-6)
     other = torch.randn(2, 4, 7, generator=torch.Generator().manual_seed(1))
     kl_terms = []
     for row in range(2):
@@ -97,7 +99,8 @@ def test_sequence_log_probs_and_losses_match_hand_computation():
                 p_ref = torch.softmax(other[row, position], -1)
                 p = torch.softmax(logits[row, position], -1)
                 kl_terms.append(float((p_ref * (p_ref.log() - p.log())).sum()))
-    assert reference_kl_loss(logits, other, labels).item() == pytest.approx(sum(kl_terms) / 5, rel=1e-5)
+    other_answer = AnswerTokens.from_logits(other, labels)
+    assert reference_kl_loss(answer, other_answer).item() == pytest.approx(sum(kl_terms) / 5, rel=1e-5)
 
 
 def _trainer(tmp_path, model, tokenizer, forget, retain, method, retain_loss, **overrides):
@@ -125,7 +128,7 @@ def _forget_log_probs(trainer, batch):
         logits = trainer.model(
             input_ids=batch["forget_input_ids"], attention_mask=batch["forget_attention_mask"]
         ).logits
-    return sequence_log_probs(logits, batch["forget_labels"])[0]
+    return sequence_log_probs(AnswerTokens.from_logits(logits, batch["forget_labels"]))[0]
 
 
 @pytest.mark.parametrize(("method", "retain_loss"), METHODS)
@@ -153,7 +156,7 @@ def test_loss_by_hand_and_one_step_lowers_forget_likelihood(
         forget_logits = model(
             input_ids=batch["forget_input_ids"], attention_mask=batch["forget_attention_mask"]
         ).logits
-        log_probs, lengths = sequence_log_probs(forget_logits, batch["forget_labels"])
+        log_probs, lengths = sequence_log_probs(AnswerTokens.from_logits(forget_logits, batch["forget_labels"]))
         tokens = lengths.sum().item()
         args = trainer.args
         if method == "ga":
@@ -170,7 +173,9 @@ def test_loss_by_hand_and_one_step_lowers_forget_likelihood(
             retain_logits = model(
                 input_ids=batch["retain_input_ids"], attention_mask=batch["retain_attention_mask"]
             ).logits
-            retain_log_probs, retain_lengths = sequence_log_probs(retain_logits, batch["retain_labels"])
+            retain_log_probs, retain_lengths = sequence_log_probs(
+                AnswerTokens.from_logits(retain_logits, batch["retain_labels"])
+            )
             expected += -retain_log_probs.sum().item() / retain_lengths.sum().item()
         # retain_loss="kl" adds KL(π_ref ‖ π) = 0 at initialisation.
     assert loss == pytest.approx(expected, rel=1e-4, abs=1e-5)

@@ -32,10 +32,11 @@ def test_benchmark_quick_mode_runs(script, smollm2_path):
 
 
 def test_train_cost_quick_mode(smollm2_path):
-    result = run_quick("train_cost.py")
+    result = run_quick("train_cost.py", "--profile")
     variants = json_line(result.stdout)
     assert set(variants) == {
         "ULD",
+        "ULD, gradient checkpointing",
         "GA",
         "NPO+GD, precomputed ref.",
         "NPO+GD, recomputed ref.",
@@ -48,6 +49,9 @@ def test_train_cost_quick_mode(smollm2_path):
     for column in ("s / step", "FLOP limit, c=2 (c=3)", "peak RSS MiB"):
         assert column in result.stdout
     assert "1.15× the base weights" in result.stdout
+    # --profile: operator tables of ULD and NPO+GD, and ULD's saved-for-backward memory by kind
+    assert result.stdout.count("Allocations by operator") == 2
+    assert "vocabulary-sized (LM head, losses):" in result.stdout and "decoder layers:" in result.stdout
 
 
 def test_tofu_mini_quick_mode(smollm2_path):

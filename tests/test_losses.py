@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from unlearn_peft.losses import IGNORE_INDEX, count_loss_tokens, nll_loss, uniform_kl_loss
+from unlearn_peft.losses import IGNORE_INDEX, AnswerTokens, count_loss_tokens, nll_loss, uniform_kl_loss
 
 
 def _batch(seed: int = 0, vocab: int = 11):
@@ -22,13 +22,19 @@ def test_nll_loss_matches_hand_computation():
             if target != IGNORE_INDEX:
                 terms.append(-torch.log_softmax(logits[row, position], dim=-1)[target].item())
     assert len(terms) == 5 == count_loss_tokens(labels).item()
-    assert nll_loss(logits, labels).item() == pytest.approx(sum(terms) / len(terms), rel=1e-6)
-    assert nll_loss(logits, labels, num_items_in_batch=10).item() == pytest.approx(sum(terms) / 10, rel=1e-6)
+    assert nll_loss(AnswerTokens.from_logits(logits, labels)).item() == pytest.approx(
+        sum(terms) / len(terms), rel=1e-6
+    )
+    assert nll_loss(AnswerTokens.from_logits(logits, labels), num_items_in_batch=10).item() == pytest.approx(
+        sum(terms) / 10, rel=1e-6
+    )
 
 
 def test_uniform_kl_is_zero_for_uniform_and_matches_formula():
     logits, labels = _batch()
-    assert uniform_kl_loss(torch.zeros_like(logits), labels).item() == pytest.approx(0.0, abs=1e-6)
+    assert uniform_kl_loss(AnswerTokens.from_logits(torch.zeros_like(logits), labels)).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
     vocab = logits.shape[-1]
     terms = []
     for row in range(2):
@@ -36,8 +42,10 @@ def test_uniform_kl_is_zero_for_uniform_and_matches_formula():
             if labels[row, position + 1].item() != IGNORE_INDEX:
                 probs = torch.softmax(logits[row, position], dim=-1)
                 terms.append(sum((1 / vocab) * math.log((1 / vocab) / p) for p in probs.tolist()))
-    assert uniform_kl_loss(logits, labels).item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
-    assert uniform_kl_loss(logits, labels).item() > 0
+    assert uniform_kl_loss(AnswerTokens.from_logits(logits, labels)).item() == pytest.approx(
+        sum(terms) / len(terms), rel=1e-5
+    )
+    assert uniform_kl_loss(AnswerTokens.from_logits(logits, labels)).item() > 0
 
 
 def test_masked_positions_do_not_matter():
@@ -45,13 +53,18 @@ def test_masked_positions_do_not_matter():
     changed = logits.clone()
     changed[0, 0] += 100.0  # predicts a masked label
     changed[1, 4] += 100.0  # last position predicts nothing
-    assert nll_loss(changed, labels).item() == pytest.approx(nll_loss(logits, labels).item(), rel=1e-6)
-    assert uniform_kl_loss(changed, labels).item() == pytest.approx(uniform_kl_loss(logits, labels).item(), rel=1e-6)
+    assert nll_loss(AnswerTokens.from_logits(changed, labels)).item() == pytest.approx(
+        nll_loss(AnswerTokens.from_logits(logits, labels)).item(), rel=1e-6
+    )
+    assert uniform_kl_loss(AnswerTokens.from_logits(changed, labels)).item() == pytest.approx(
+        uniform_kl_loss(AnswerTokens.from_logits(logits, labels)).item(), rel=1e-6
+    )
 
 
 def test_split_batches_sum_to_full_batch_with_num_items():
     logits, labels = _batch()
     total = count_loss_tokens(labels)
     for loss in (nll_loss, uniform_kl_loss):
-        split = loss(logits[:1], labels[:1], total) + loss(logits[1:], labels[1:], total)
-        assert split.item() == pytest.approx(loss(logits, labels).item(), rel=1e-6)
+        halves = [AnswerTokens.from_logits(logits[i : i + 1], labels[i : i + 1]) for i in range(2)]
+        split = loss(halves[0], total) + loss(halves[1], total)
+        assert split.item() == pytest.approx(loss(AnswerTokens.from_logits(logits, labels)).item(), rel=1e-6)

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from unlearn_peft import UnlearnConfig, UnlearnTrainer
 from unlearn_peft.evaluation import answer_probability
-from unlearn_peft.losses import nll_loss
+from unlearn_peft.losses import AnswerTokens, nll_loss
 from unlearn_peft.modeling import ULDModel
 
 from .conftest import qa_only
@@ -30,7 +30,7 @@ def _assistant_metrics(trainer: UnlearnTrainer, forget_rows, retain_rows) -> tup
         forget_logits = model(
             input_ids=forget_batch["forget_input_ids"], attention_mask=forget_batch["forget_attention_mask"]
         ).logits
-        nll = nll_loss(forget_logits, forget_batch["forget_labels"]).item()
+        nll = nll_loss(AnswerTokens.from_logits(forget_logits, forget_batch["forget_labels"])).item()
         retain_logits = model(
             input_ids=retain_batch["forget_input_ids"], attention_mask=retain_batch["forget_attention_mask"]
         ).logits[:, :-1]

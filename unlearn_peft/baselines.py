@@ -15,6 +15,7 @@ from peft import LoraConfig, PeftModel
 from torch import nn
 from tqdm.auto import tqdm
 
+from .answer_tokens import forward_answer_tokens
 from .assistant import DEFAULT_LORA_TARGET_MODULES, decoder_layer_linear_names
 from .losses import sequence_log_probs
 
@@ -53,10 +54,13 @@ def reference_sequence_log_probs(
                         for ids, labels in zip(rows[input_ids_column], rows[labels_column], strict=True)
                     ]
                 )
-                logits = model(
-                    input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-                ).logits
-                log_probs, _ = sequence_log_probs(logits, batch["labels"].to(device))
+                answer = forward_answer_tokens(
+                    model,
+                    batch["input_ids"].to(device),
+                    batch["attention_mask"].to(device),
+                    batch["labels"].to(device),
+                )
+                log_probs, _ = sequence_log_probs(answer)
                 values.extend(log_probs.float().cpu().tolist())
     finally:
         model.train(was_training)

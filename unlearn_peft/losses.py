@@ -1,7 +1,8 @@
 """Unlearning objectives: one function per loss term.
 
-Every function takes the logits of a causal LM and the matching `labels` (the input ids with `-100` on tokens that
-do not count: prompt and padding), predicts token `t + 1` from position `t`, and returns a scalar.
+Token-level terms take an [`AnswerTokens`]: the next-token logits at the counted (answer) positions of a batch,
+flattened, as `UnlearnTrainer` computes them (the LM head runs only there). From a causal LM's full logits and its
+`labels` (`-100` on prompt and padding), `AnswerTokens.from_logits(logits, labels)` builds one.
 
 `num_items_in_batch` is the number of counted tokens in the whole optimiser step (all gradient-accumulation
 micro-batches, all processes). Dividing a micro-batch's *sum* by it, rather than taking the micro-batch's mean,
@@ -16,20 +17,27 @@ import math
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from .answer_tokens import IGNORE_INDEX, AnswerTokens
+
+__all__ = [
+    "IGNORE_INDEX",
+    "AnswerTokens",
+    "count_loss_tokens",
+    "dpo_loss",
+    "gradient_ascent_loss",
+    "nll_loss",
+    "npo_loss",
+    "reference_kl_loss",
+    "sequence_log_probs",
+    "simnpo_loss",
+    "uniform_kl_loss",
+]
 
 
-def shift_for_next_token(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Align position `t`'s logits with token `t + 1`: returns `(logits[:, :-1], labels[:, 1:])`."""
-    return logits[:, :-1, :], labels[:, 1:]
-
-
-def _reduce(
-    per_token: torch.Tensor, mask: torch.Tensor, num_items_in_batch: torch.Tensor | int | None
-) -> torch.Tensor:
-    total = (per_token * mask).sum()
+def _reduce(per_token: torch.Tensor, num_items_in_batch: torch.Tensor | int | None) -> torch.Tensor:
+    total = per_token.sum()
     if num_items_in_batch is None:
-        return total / mask.sum().clamp(min=1)
+        return total / max(per_token.shape[0], 1)
     return total / num_items_in_batch
 
 
@@ -38,9 +46,11 @@ def count_loss_tokens(labels: torch.Tensor) -> torch.Tensor:
     return labels[:, 1:].ne(IGNORE_INDEX).sum()
 
 
-def nll_loss(
-    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
-) -> torch.Tensor:
+def _token_log_probs(answer: AnswerTokens) -> torch.Tensor:
+    return -F.cross_entropy(answer.logits.float(), answer.targets, reduction="none")
+
+
+def nll_loss(answer: AnswerTokens, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
     r"""Mean next-token negative log-likelihood over the counted tokens.
 
     $$\mathcal{L}_{\text{NLL}} = -\frac{1}{N} \sum_{t:\, y_t \neq -100} \log p_\theta(y_t \mid y_{<t})$$
@@ -48,61 +58,48 @@ def nll_loss(
     In ULD this is the forget term `L_f`: the assistant learns to *remember* the forget answers
     (Ji et al. 2024, "Reversing the Forget-Retain Objectives", arXiv 2406.08607, Eq. 4).
     """
-    shifted_logits, shifted_labels = shift_for_next_token(logits, labels)
-    mask = shifted_labels.ne(IGNORE_INDEX)
-    per_token = F.cross_entropy(
-        shifted_logits.float().transpose(1, 2), shifted_labels.masked_fill(~mask, 0), reduction="none"
-    )
-    return _reduce(per_token, mask, num_items_in_batch)
+    return _reduce(-_token_log_probs(answer), num_items_in_batch)
 
 
-def uniform_kl_loss(
-    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
-) -> torch.Tensor:
+def uniform_kl_loss(answer: AnswerTokens, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
     r"""Mean `KL(uniform ‖ p_θ)` over the counted tokens' next-token distributions.
 
     $$\mathcal{L}_{\text{U}} = \frac{1}{N} \sum_{t:\, y_t \neq -100} \mathrm{KL}\big(\mathcal{U}_V \,\|\,
-    p_\theta(\cdot \mid y_{<t})\big) = \frac{1}{N} \sum_t \Big(-\log V - \frac{1}{V} \sum_{v=1}^{V}
-    \log p_\theta(v \mid y_{<t})\Big)$$
+    p_\theta(\cdot \mid y_{<t})\big) = \frac{1}{N} \sum_t \Big(\operatorname{logsumexp}(z_t) -
+    \frac{1}{V} \sum_{v=1}^{V} z_{t,v} - \log V\Big)$$
 
-    It is zero exactly when the distribution is uniform (entropy `log V`). In ULD this is the retain term `L_r`:
-    the assistant learns to *forget* the retain set, so subtracting it leaves the target unchanged there
-    (Ji et al. 2024, arXiv 2406.08607, Eq. 5). Unlike the reference code, only answer tokens count.
+    with `z_t` the logits (`log p = z − logsumexp(z)`, so no vocabulary-sized log-softmax is kept). It is zero
+    exactly when the distribution is uniform (entropy `log V`). In ULD this is the retain term `L_r`: the assistant
+    learns to *forget* the retain set, so subtracting it leaves the target unchanged there (Ji et al. 2024,
+    arXiv 2406.08607, Eq. 5). Unlike the reference code, only answer tokens count.
     """
-    shifted_logits, shifted_labels = shift_for_next_token(logits, labels)
-    mask = shifted_labels.ne(IGNORE_INDEX)
-    log_probs = F.log_softmax(shifted_logits.float(), dim=-1)
-    vocab_size = log_probs.shape[-1]
-    per_token = -math.log(vocab_size) - log_probs.mean(dim=-1)
-    return _reduce(per_token, mask, num_items_in_batch)
+    logits = answer.logits.float()
+    per_token = torch.logsumexp(logits, dim=-1) - logits.mean(dim=-1) - math.log(logits.shape[-1])
+    return _reduce(per_token, num_items_in_batch)
 
 
-def sequence_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_log_probs(answer: AnswerTokens) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Per-sequence answer log-likelihood `log π(y|x) = Σ_t log π(y_t | x, y_{<t})` and answer length `|y|`.
 
-    Returns two tensors of shape `(batch,)`: the summed log-probabilities of the counted tokens, and their number.
+    Returns two tensors of shape `(num_rows,)`: the summed log-probabilities of each sequence's counted tokens, and
+    their number.
     """
-    shifted_logits, shifted_labels = shift_for_next_token(logits, labels)
-    mask = shifted_labels.ne(IGNORE_INDEX)
-    token_log_probs = -F.cross_entropy(
-        shifted_logits.float().transpose(1, 2), shifted_labels.masked_fill(~mask, 0), reduction="none"
-    )
-    return (token_log_probs * mask).sum(dim=-1), mask.sum(dim=-1)
+    token_log_probs = _token_log_probs(answer)
+    sums = token_log_probs.new_zeros(answer.num_rows).index_add(0, answer.rows, token_log_probs)
+    return sums, torch.bincount(answer.rows, minlength=answer.num_rows)
 
 
 def _mean_over_sequences(per_sequence: torch.Tensor, num_sequences: torch.Tensor | int | None) -> torch.Tensor:
     return per_sequence.sum() / (per_sequence.shape[0] if num_sequences is None else num_sequences)
 
 
-def gradient_ascent_loss(
-    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
-) -> torch.Tensor:
+def gradient_ascent_loss(answer: AnswerTokens, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
     r"""Gradient ascent on the forget set: the negated mean token NLL, `L_f = −NLL(y_f | x_f)`.
 
     Minimising it maximises the forget answers' NLL (Jang et al. 2023, "Knowledge Unlearning for Mitigating Privacy
     Risks in Language Models", arXiv 2210.01504). It is unbounded below, which is why it collapses models.
     """
-    return -nll_loss(logits, labels, num_items_in_batch)
+    return -nll_loss(answer, num_items_in_batch)
 
 
 def npo_loss(
@@ -164,22 +161,17 @@ def dpo_loss(
 
 
 def reference_kl_loss(
-    logits: torch.Tensor,
-    reference_logits: torch.Tensor,
-    labels: torch.Tensor,
-    num_items_in_batch: torch.Tensor | int | None = None,
+    answer: AnswerTokens, reference: AnswerTokens, num_items_in_batch: torch.Tensor | int | None = None
 ) -> torch.Tensor:
     r"""Mean `KL(π_ref ‖ π)` of the next-token distributions over the counted (retain answer) tokens.
 
     $$\mathcal{L}_{\text{KL}} = \frac{1}{N}\sum_{t} \sum_v \pi_{\text{ref}}(v|y_{<t})
     \log\frac{\pi_{\text{ref}}(v|y_{<t})}{\pi(v|y_{<t})}$$
 
-    The retain term of the "KL" baselines (Maini et al. 2024, TOFU §4): keep the model close to where it started.
+    `reference` holds the reference model's logits at the same positions. The retain term of the "KL" baselines
+    (Maini et al. 2024, TOFU §4): keep the model close to where it started.
     """
-    shifted_logits, shifted_labels = shift_for_next_token(logits, labels)
-    shifted_reference, _ = shift_for_next_token(reference_logits, labels)
-    mask = shifted_labels.ne(IGNORE_INDEX)
-    log_probs = F.log_softmax(shifted_logits.float(), dim=-1)
-    reference_log_probs = F.log_softmax(shifted_reference.float(), dim=-1)
+    log_probs = F.log_softmax(answer.logits.float(), dim=-1)
+    reference_log_probs = F.log_softmax(reference.logits.float(), dim=-1)
     per_token = (reference_log_probs.exp() * (reference_log_probs - log_probs)).sum(dim=-1)
-    return _reduce(per_token, mask, num_items_in_batch)
+    return _reduce(per_token, num_items_in_batch)

@@ -27,6 +27,7 @@ from transformers import (
 )
 
 from . import __version__
+from .answer_tokens import AnswerTokens, forward_answer_tokens
 from .assistant import (
     default_assistant_lora_config,
     early_exit_view,
@@ -384,24 +385,32 @@ class UnlearnTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        """`forget_loss_weight · L_f + retain_loss_weight · L_r`, with one forward over every sequence of the batch."""
+        """`forget_loss_weight · L_f + retain_loss_weight · L_r`, with one forward over every sequence of the batch.
+
+        The LM head runs only at answer positions (see `unlearn_peft.answer_tokens`); with `return_outputs=True` the
+        outputs are those [`AnswerTokens`].
+        """
         counts = num_items_in_batch if isinstance(num_items_in_batch, dict) else {}
         groups = ["forget"]
         if "forget_chosen_input_ids" in inputs:
             groups.append("forget_chosen")
         if "retain_input_ids" in inputs:
             groups.append("retain")
-        input_ids = torch.cat([inputs[f"{group}_input_ids"] for group in groups])
-        attention_mask = torch.cat([inputs[f"{group}_attention_mask"] for group in groups])
-        outputs = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        answers = forward_answer_tokens(
+            model,
+            torch.cat([inputs[f"{group}_input_ids"] for group in groups]),
+            torch.cat([inputs[f"{group}_attention_mask"] for group in groups]),
+            torch.cat([inputs[f"{group}_labels"] for group in groups]),
+            unwrapped_model=self.accelerator.unwrap_model(model),
+        )
         sizes = [inputs[f"{group}_input_ids"].shape[0] for group in groups]
-        logits = dict(zip(groups, outputs.logits.split(sizes), strict=True))
+        by_group = dict(zip(groups, answers.split(sizes), strict=True))
 
-        forget_term, forget_local_count = self._forget_term(logits, inputs, counts)
+        forget_term, forget_local_count = self._forget_term(by_group, inputs, counts)
         terms = {"forget": (forget_term, counts.get(forget_local_count[0]), forget_local_count[1])}
         loss = self.args.forget_loss_weight * forget_term
-        if "retain" in logits:
-            retain_term = self._retain_term(model, logits["retain"], inputs, counts)
+        if "retain" in by_group:
+            retain_term = self._retain_term(model, by_group["retain"], inputs, counts)
             terms["retain"] = (retain_term, counts.get("retain"), count_loss_tokens(inputs["retain_labels"]))
             loss = loss + self.args.retain_loss_weight * retain_term
 
@@ -410,20 +419,20 @@ class UnlearnTrainer(Trainer):
         if counts and self.args.average_tokens_across_devices and self.args.world_size > 1:
             # Counts were summed over processes, and DDP averages gradients: undo that average.
             loss = loss * self.accelerator.num_processes
-        return (loss, outputs) if return_outputs else loss
+        return (loss, answers) if return_outputs else loss
 
     def _forget_term(
-        self, logits: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]
+        self, answers: dict[str, AnswerTokens], inputs: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, tuple[str, torch.Tensor]]:
         """The method's forget term, and (name of its global count, its local count) for logging."""
         labels, beta = inputs["forget_labels"], self.args.beta
         tokens = ("forget", count_loss_tokens(labels))
         sequences = ("forget_sequences", torch.tensor(labels.shape[0], device=labels.device))
         if self.method == "uld":
-            return nll_loss(logits["forget"], labels, counts.get("forget")), tokens
+            return nll_loss(answers["forget"], counts.get("forget")), tokens
         if self.method == "ga":
-            return gradient_ascent_loss(logits["forget"], labels, counts.get("forget")), tokens
-        log_probs, lengths = sequence_log_probs(logits["forget"], labels)
+            return gradient_ascent_loss(answers["forget"], counts.get("forget")), tokens
+        log_probs, lengths = sequence_log_probs(answers["forget"])
         num_sequences = counts.get("forget_sequences")
         if self.method in ("npo", "idk_dpo") and "forget_reference_log_prob" not in inputs:
             inputs = {**inputs, **self._reference_log_probs_now(inputs)}
@@ -431,7 +440,7 @@ class UnlearnTrainer(Trainer):
             return npo_loss(log_probs, inputs["forget_reference_log_prob"], beta, num_sequences), sequences
         if self.method == "simnpo":
             return simnpo_loss(log_probs, lengths, beta, self.args.simnpo_delta, num_sequences), sequences
-        chosen_log_probs, _ = sequence_log_probs(logits["forget_chosen"], inputs["forget_chosen_labels"])
+        chosen_log_probs, _ = sequence_log_probs(answers["forget_chosen"])
         loss = dpo_loss(
             chosen_log_probs,
             inputs["forget_chosen_reference_log_prob"],
@@ -451,28 +460,28 @@ class UnlearnTrainer(Trainer):
             sides.append(("forget_chosen", "forget_chosen_reference_log_prob"))
         with torch.no_grad(), reference.disable_adapter():
             for prefix, key in sides:
-                logits = reference(
-                    input_ids=inputs[f"{prefix}_input_ids"],
-                    attention_mask=inputs[f"{prefix}_attention_mask"],
-                    use_cache=False,
-                ).logits
-                values[key] = sequence_log_probs(logits, inputs[f"{prefix}_labels"])[0]
+                answer = forward_answer_tokens(
+                    reference,
+                    inputs[f"{prefix}_input_ids"],
+                    inputs[f"{prefix}_attention_mask"],
+                    inputs[f"{prefix}_labels"],
+                )
+                values[key] = sequence_log_probs(answer)[0]
         return values
 
     def _retain_term(
-        self, model: nn.Module, logits: torch.Tensor, inputs: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]
+        self, model: nn.Module, answer: AnswerTokens, inputs: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]
     ) -> torch.Tensor:
-        labels = inputs["retain_labels"]
         if self.method == "uld":
-            return uniform_kl_loss(logits, labels, counts.get("retain"))
+            return uniform_kl_loss(answer, counts.get("retain"))
         if self.args.retain_loss == "nll":
-            return nll_loss(logits, labels, counts.get("retain"))
+            return nll_loss(answer, counts.get("retain"))
         reference = self.accelerator.unwrap_model(model)
         with torch.no_grad(), reference.disable_adapter():
-            reference_logits = reference(
-                input_ids=inputs["retain_input_ids"], attention_mask=inputs["retain_attention_mask"], use_cache=False
-            ).logits
-        return reference_kl_loss(logits, reference_logits, labels, counts.get("retain"))
+            reference_answer = forward_answer_tokens(
+                reference, inputs["retain_input_ids"], inputs["retain_attention_mask"], inputs["retain_labels"]
+            )
+        return reference_kl_loss(answer, reference_answer, counts.get("retain"))
 
     def _check_finite(self, terms: dict[str, tuple[torch.Tensor, Any, Any]]) -> None:
         """Stop training with a clear error when a loss term is NaN or infinite (the last checkpoint stays)."""
