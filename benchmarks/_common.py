@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ def machine() -> str:
 
 
 def command() -> str:
-    return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    return "python " + shlex.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
 
 
 def append_results(title: str, table: str, notes: str = "") -> None:
