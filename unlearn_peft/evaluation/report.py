@@ -71,11 +71,21 @@ def write_tofu_report(results_list: Sequence[dict[str, Any]], output_dir: str | 
     written = _write_results_and_summary(results_list, directory, ".json", "summary.md", summary_markdown)
 
     figure, axis = plt.subplots(figsize=(5, 4))
+    # Methods often land on nearly the same point: one label per cluster ("target, GA, GD") instead of overprinting.
+    clusters: list[tuple[float, float, list[str]]] = []
     for results in results_list:
         quality, utility = results.get("forget_quality"), results.get("model_utility")
-        if quality is not None and utility is not None:
-            axis.scatter(utility, quality, s=40)
-            axis.annotate(results["model_name"], (utility, quality), textcoords="offset points", xytext=(4, 4))
+        if quality is None or utility is None:
+            continue
+        axis.scatter(utility, quality, s=40)
+        for u, q, names in clusters:
+            if abs(u - utility) < 0.05 and 0.5 < q / max(quality, 1e-300) < 2:
+                names.append(results["model_name"])
+                break
+        else:
+            clusters.append((utility, quality, [results["model_name"]]))
+    for utility, quality, names in clusters:
+        axis.annotate(", ".join(names), (utility, quality), textcoords="offset points", xytext=(6, 4), fontsize=8)
     axis.set_xlabel("model utility")
     axis.set_ylabel("forget quality (KS p-value, log scale)")
     axis.set_yscale("log")
