@@ -80,7 +80,13 @@ def load_splits(options: argparse.Namespace) -> dict[str, list[dict]]:
         }
         tofu = {config: read_jsonl(path) for config, path in files.items()}
     else:
-        tofu = {config: load_rows(options.tofu, config, argument="--tofu").to_list() for config in TOFU_CONFIGS}
+        try:
+            tofu = {config: load_rows(options.tofu, config, argument="--tofu").to_list() for config in TOFU_CONFIGS}
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(
+                f"{error} Pass --tofu locuslab/TOFU (the Hub) or a directory holding {', '.join(TOFU_CONFIGS)} "
+                "as <config>.json files."
+            ) from error
     retain_authors = options.authors - options.forget_authors
     retain = tofu["retain_perturbed"][: retain_authors * ROWS_PER_AUTHOR]
     forget = tofu["forget10_perturbed"][: options.forget_authors * ROWS_PER_AUTHOR]

@@ -73,3 +73,16 @@ def test_tofu_mini_quick_mode(smollm2_path):
     assert summary["table"][0]["forget quality"] == "1"  # the retain model against itself
     assert summary["report"]["forget_quality_vs_utility"].endswith(".png")
     assert summary["total_seconds"] > 0
+
+
+def test_tofu_mini_names_a_missing_tofu_copy(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "tofu_mini.py"), "--tofu", str(tmp_path / "no-tofu")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert f"--tofu='{tmp_path / 'no-tofu'}'" in result.stderr and "does not exist" in result.stderr
+    assert "Pass --tofu locuslab/TOFU (the Hub) or a directory holding forget10_perturbed" in result.stderr
+    assert "Traceback" not in result.stderr
