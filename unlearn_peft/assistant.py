@@ -17,6 +17,7 @@ import torch
 from peft import LoraConfig
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
+from transformers.pytorch_utils import Conv1D
 
 # Linear layers of a decoder block that the paper adapts (Llama / Mistral / Qwen naming).
 DEFAULT_LORA_TARGET_MODULES: tuple[str, ...] = (
@@ -148,18 +149,26 @@ def early_exit_view(model: PreTrainedModel, num_layers: int) -> PreTrainedModel:
 
 
 def decoder_layer_linear_names(model: nn.Module) -> list[str]:
-    """Short names of the linear layers inside decoder layer 0 (the candidates for LoRA)."""
+    """Short names of the linear layers inside decoder layer 0 (the candidates for LoRA).
+
+    GPT-2-style `Conv1D` layers count too: PEFT adapts them as linear layers with transposed weights.
+    """
     parent, attribute = find_decoder_layers(model)
     first_layer = getattr(parent, attribute)[0]
     names: list[str] = []
     for name, module in first_layer.named_modules():
         weight = getattr(module, "weight", None)
-        is_linear = isinstance(module, nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt")
+        is_linear = isinstance(module, (nn.Linear, Conv1D)) or type(module).__name__ in ("Linear4bit", "Linear8bitLt")
         if is_linear and isinstance(weight, torch.Tensor) and weight.ndim == 2:
             short_name = name.rsplit(".", 1)[-1]
             if short_name not in names:
                 names.append(short_name)
     return names
+
+
+def uses_conv1d(model: nn.Module) -> bool:
+    """Whether the model's projections are GPT-2-style `Conv1D` layers (LoRA then needs `fan_in_fan_out=True`)."""
+    return any(isinstance(module, Conv1D) for module in model.modules())
 
 
 def default_assistant_lora_config(model: nn.Module, num_layers: int) -> LoraConfig:
@@ -171,6 +180,7 @@ def default_assistant_lora_config(model: nn.Module, num_layers: int) -> LoraConf
         lora_alpha=32,
         lora_dropout=0.05,
         target_modules=targets,
+        fan_in_fan_out=uses_conv1d(model),
         layers_to_transform=list(range(num_layers)),
         task_type="CAUSAL_LM",
         bias="none",

@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .answer_tokens import forward_answer_tokens
-from .assistant import DEFAULT_LORA_TARGET_MODULES, decoder_layer_linear_names
+from .assistant import DEFAULT_LORA_TARGET_MODULES, decoder_layer_linear_names, uses_conv1d
 from .losses import sequence_log_probs
 
 
@@ -24,7 +24,14 @@ def default_baseline_lora_config(model: nn.Module) -> LoraConfig:
     """LoRA of the baselines: r=16, alpha=32, dropout 0.05 on the attention and MLP projections of every layer."""
     available = decoder_layer_linear_names(model)
     targets = [name for name in DEFAULT_LORA_TARGET_MODULES if name in available] or available
-    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=targets, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=16,
+        lora_alpha=32,
+        lora_dropout=0.05,
+        target_modules=targets,
+        fan_in_fan_out=uses_conv1d(model),
+        task_type="CAUSAL_LM",
+    )
 
 
 @torch.no_grad()

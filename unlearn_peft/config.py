@@ -8,6 +8,8 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from .logit_difference import DEFAULT_MIN_TOKENS_TO_KEEP
+
 SUPPORTED_METHODS: tuple[str, ...] = ("uld", "ga", "npo", "simnpo", "idk_dpo")
 RETAIN_LOSSES: tuple[str, ...] = ("none", "nll", "kl")
 
@@ -98,6 +100,10 @@ class UnlearnConfig(TrainingArguments):
         plausibility_threshold (`float`, defaults to `1e-2`):
             The assistant's logits only count on tokens whose target probability is at least this fraction of the
             target's top probability at that position. `0` disables the filter. Recorded in the sidecar.
+        min_tokens_to_keep (`int`, defaults to `10`):
+            Floor of the plausible set: the target's `min_tokens_to_keep` most probable tokens always count, so a
+            target that has memorised an answer (one token with p ≈ 1) does not switch the assistant off there.
+            Recorded in the sidecar. Chosen by measurement (`benchmarks/filter_definitions.py`).
         forget_loss_weight (`float`, defaults to `1.0`):
             Weight of the forget term.
         retain_loss_weight (`float` or `None`, defaults to `None`):
@@ -166,6 +172,13 @@ class UnlearnConfig(TrainingArguments):
         metadata={
             "help": "Assistant logits only count on tokens whose target probability is at least this fraction of "
             "the target's top probability. 0 disables the filter."
+        },
+    )
+    min_tokens_to_keep: int = field(
+        default=DEFAULT_MIN_TOKENS_TO_KEEP,
+        metadata={
+            "help": "Floor of the plausible set: the target's this many most probable tokens always count, so a "
+            "memorised answer (p ≈ 1 on one token) can still be unlearned."
         },
     )
     forget_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the forget loss term."})
@@ -261,6 +274,11 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(
                 f"UnlearnConfig: plausibility_threshold={self.plausibility_threshold} must be in [0, 1); "
                 "0 disables the filter."
+            )
+        if self.min_tokens_to_keep < 1:
+            raise ValueError(
+                f"UnlearnConfig: min_tokens_to_keep={self.min_tokens_to_keep} must be ≥ 1 (the target's top tokens "
+                "that always count in the plausibility filter)."
             )
         if self.forget_loss_weight < 0 or self.retain_loss_weight < 0:
             raise ValueError(

@@ -4,10 +4,15 @@ The unlearned model's next-token logits are
 
 $$z = z_T - \\alpha \\cdot f(z_A), \\qquad
 f(z_A)_v = \\begin{cases} \\log p_A(v) - \\frac{1}{|S|}\\sum_{u \\in S} \\log p_A(u) & v \\in S \\\\ 0 & v \\notin S
-\\end{cases}, \\qquad S = \\{v : p_T(v) \\ge \\tau \\cdot \\max_u p_T(u)\\}$$
+\\end{cases}, \\qquad S = \\{v : p_T(v) \\ge \\tau \\cdot \\max_u p_T(u)\\} \\cup \\operatorname{top}_m(p_T)$$
 
-with target logits `z_T`, assistant logits `z_A`, assistant weight `α` and plausibility threshold `τ`
-(Ji et al. 2024, arXiv 2406.08607, Eq. 2–3). Centring the assistant's log-probabilities over the plausible set `S`
+with target logits `z_T`, assistant logits `z_A`, assistant weight `α`, plausibility threshold `τ` and floor `m`
+(`min_tokens_to_keep`) (Ji et al. 2024, arXiv 2406.08607, Eq. 2–3). The floor matters exactly where unlearning
+matters: a target that has memorised an answer puts p ≈ 1 on one token, the threshold alone then keeps `|S| = 1`,
+and a one-token set makes `f ≡ 0` (nothing to subtract). Keeping the target's top `m` tokens lets the assistant
+push the memorised token below its runners-up; the reference code likewise keeps at least `⌊τ·V⌋` tokens.
+
+Centring the assistant's log-probabilities over the plausible set `S`
 makes `f` invariant to any per-position shift of `z_A` (softmax shifts, log-sum-exp), so tokens outside `S` and
 inside `S` stay comparable. Zero-filling the *raw* assistant logits outside `S`, as the reference code does, depends
 on that arbitrary shift and breaks the model. With `τ = 0` every token is plausible and `f(z_A)` is the assistant's
@@ -22,21 +27,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# The floor m of the plausible set (UnlearnConfig.min_tokens_to_keep); benchmarks/RESULTS.md shows how it was chosen.
+DEFAULT_MIN_TOKENS_TO_KEEP = 10
 
-def plausible_token_mask(target_logits: torch.Tensor, plausibility_threshold: float) -> torch.Tensor:
-    """Tokens whose target probability is at least `plausibility_threshold` × the top target probability."""
+
+def plausible_token_mask(
+    target_logits: torch.Tensor, plausibility_threshold: float, min_tokens_to_keep: int = 1
+) -> torch.Tensor:
+    """Tokens whose target probability is at least `plausibility_threshold` × the top target probability, and
+    always the target's `min_tokens_to_keep` most probable tokens."""
     if plausibility_threshold <= 0:
         return torch.ones_like(target_logits, dtype=torch.bool)
     target = target_logits.float()
-    cutoff = target.max(dim=-1, keepdim=True).values + math.log(plausibility_threshold)
+    keep = min(max(int(min_tokens_to_keep), 1), target.shape[-1])
+    # The m-th largest logit: lowering the cutoff to it keeps the top m (ties at the m-th value are kept too).
+    top_values = target.topk(keep, dim=-1).values
+    cutoff = torch.minimum(top_values[..., :1] + math.log(plausibility_threshold), top_values[..., -1:])
     return target >= cutoff
 
 
 def filtered_assistant_logits(
-    target_logits: torch.Tensor, assistant_logits: torch.Tensor, plausibility_threshold: float
+    target_logits: torch.Tensor,
+    assistant_logits: torch.Tensor,
+    plausibility_threshold: float,
+    min_tokens_to_keep: int = 1,
 ) -> torch.Tensor:
     """`f(z_A)`: the assistant's log-probabilities centred over the plausible set, zero outside it."""
-    mask = plausible_token_mask(target_logits, plausibility_threshold)
+    mask = plausible_token_mask(target_logits, plausibility_threshold, min_tokens_to_keep)
     assistant = assistant_logits.float()
     masked_sum = (assistant * mask).sum(dim=-1, keepdim=True)
     centred = assistant - masked_sum / mask.sum(dim=-1, keepdim=True)
@@ -48,6 +65,7 @@ def filtered_assistant_logits_from_hidden(
     assistant_hidden: torch.Tensor,
     lm_head: nn.Module,
     plausibility_threshold: float,
+    min_tokens_to_keep: int = 1,
     max_plausible_fraction: float = 0.25,
 ) -> torch.Tensor:
     """`f(z_A)` from the assistant's final hidden states, computing its LM head only on plausible tokens.
@@ -61,11 +79,15 @@ def filtered_assistant_logits_from_hidden(
     vocab_size = target_logits.shape[-1]
     weight = getattr(lm_head, "weight", None)
     if plausibility_threshold <= 0 or not isinstance(lm_head, nn.Linear) or weight is None or weight.ndim != 2:
-        return filtered_assistant_logits(target_logits, lm_head(assistant_hidden), plausibility_threshold)
-    mask = plausible_token_mask(target_logits, plausibility_threshold)
+        return filtered_assistant_logits(
+            target_logits, lm_head(assistant_hidden), plausibility_threshold, min_tokens_to_keep
+        )
+    mask = plausible_token_mask(target_logits, plausibility_threshold, min_tokens_to_keep)
     tokens = mask.reshape(-1, vocab_size).any(dim=0).nonzero().squeeze(-1)
     if tokens.numel() > max_plausible_fraction * vocab_size:
-        return filtered_assistant_logits(target_logits, lm_head(assistant_hidden), plausibility_threshold)
+        return filtered_assistant_logits(
+            target_logits, lm_head(assistant_hidden), plausibility_threshold, min_tokens_to_keep
+        )
     bias = lm_head.bias[tokens] if lm_head.bias is not None else None
     partial_logits = F.linear(assistant_hidden, weight[tokens], bias).float()
     partial_mask = mask[..., tokens]
@@ -77,12 +99,23 @@ def filtered_assistant_logits_from_hidden(
 
 def uld_logits(
     target_logits: torch.Tensor,
-    assistant_logits: torch.Tensor,
+    assistant: torch.Tensor,
     assistant_weight: float,
     plausibility_threshold: float,
+    min_tokens_to_keep: int = 1,
+    lm_head: nn.Module | None = None,
 ) -> torch.Tensor:
-    """The unlearned model's logits `z_T − α · f(z_A)` (see the module docstring), in the target's dtype."""
+    """The unlearned model's logits `z_T − α · f(z_A)` (see the module docstring), in the target's dtype.
+
+    `assistant` holds the assistant's logits, or, with `lm_head`, its final hidden states: then the head runs only on
+    the plausible tokens (see [`filtered_assistant_logits_from_hidden`]).
+    """
     if assistant_weight == 0:
         return target_logits
-    filtered = filtered_assistant_logits(target_logits, assistant_logits, plausibility_threshold)
+    if lm_head is None:
+        filtered = filtered_assistant_logits(target_logits, assistant, plausibility_threshold, min_tokens_to_keep)
+    else:
+        filtered = filtered_assistant_logits_from_hidden(
+            target_logits, assistant, lm_head, plausibility_threshold, min_tokens_to_keep
+        )
     return (target_logits.float() - assistant_weight * filtered).to(target_logits.dtype)

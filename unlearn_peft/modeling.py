@@ -7,6 +7,7 @@ Load an adapter trained by [`UnlearnTrainer`] with one line and use it like any 
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import tempfile
 from pathlib import Path
@@ -22,7 +23,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .assistant import early_exit_view, find_decoder_layers
 from .cache import ULDCache
 from .hub import ADAPTER_WEIGHTS_NAME, resolve_adapter_dir
-from .logit_difference import filtered_assistant_logits_from_hidden
+from .logit_difference import uld_logits
 from .saving import staged_save
 from .sidecar import UnlearnSidecar, base_model_fingerprint
 
@@ -49,6 +50,16 @@ def load_adapter_weights(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(
             f"{path} is corrupted or truncated ({error}); re-download the adapter or save it again."
         ) from error
+
+
+# transformers renamed the cache keyword and output field from `past_key_values` to `cache`; support both.
+_OUTPUT_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def _cache_keyword(module: torch.nn.Module) -> str:
+    """The keyword of `module.forward` for its KV cache: `cache` (newer transformers) or `past_key_values`."""
+    parameters = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def _is_quantized(model: PreTrainedModel) -> bool:
@@ -84,6 +95,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         assistant_weight: float,
         plausibility_threshold: float,
         merged: bool,
+        min_tokens_to_keep: int = 1,
     ) -> None:
         # A copy: PreTrainedModel.__init__ may adjust attention settings, which must not reach the target.
         super().__init__(copy.deepcopy(target.config))
@@ -94,7 +106,9 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         self.adapter_state = adapter_state
         self.assistant_weight = float(assistant_weight)
         self.plausibility_threshold = float(plausibility_threshold)
+        self.min_tokens_to_keep = int(min_tokens_to_keep)
         self.merged = merged
+        self.plain_assistant_head = self._assistant_head_is_plain()
         self.generation_config = copy.deepcopy(target.generation_config)
 
     # ------------------------------------------------------------------ loading
@@ -107,6 +121,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         *,
         assistant_weight: float | None = None,
         plausibility_threshold: float | None = None,
+        min_tokens_to_keep: int | None = None,
         merge_assistant: bool = True,
         revision: str | None = None,
         token: str | None = None,
@@ -124,6 +139,8 @@ class ULDModel(PreTrainedModel, GenerationMixin):
                 Overrides the sidecar's α.
             plausibility_threshold (`float`, *optional*):
                 Overrides the sidecar's τ (`0` disables the filter).
+            min_tokens_to_keep (`int`, *optional*):
+                Overrides the sidecar's floor `m`: the filter always keeps the target's `m` most probable tokens.
             merge_assistant (`bool`, defaults to `True`):
                 `True`: copy the K assistant layers and merge the LoRA into the copy, so inference runs two plain
                 stacks (embeddings and LM head stay shared). `False`: share every base tensor and run the LoRA in
@@ -182,6 +199,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
                 sidecar.plausibility_threshold if plausibility_threshold is None else plausibility_threshold
             ),
             merged=merge_assistant,
+            min_tokens_to_keep=sidecar.min_tokens_to_keep if min_tokens_to_keep is None else min_tokens_to_keep,
         )
         return model.eval()
 
@@ -193,64 +211,104 @@ class ULDModel(PreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> torch.nn.Module:
         return self.target.get_output_embeddings()
 
-    def _as_uld_cache(self, past_key_values: Any) -> ULDCache:
-        if isinstance(past_key_values, ULDCache):
-            return past_key_values
-        if past_key_values is None or past_key_values.get_seq_length() == 0:
+    def _as_uld_cache(self, cache: Any) -> ULDCache:
+        if isinstance(cache, ULDCache):
+            return cache
+        if cache is None or cache.get_seq_length() == 0:
+            # generate() builds an empty cache for the target only; both stacks need theirs.
             return ULDCache(config=self.target.config, assistant_config=self.assistant.config)
         raise ValueError(
-            "ULDModel keeps one KV cache per stack: pass past_key_values=None or the ULDCache returned by a previous "
-            f"call, not a filled {type(past_key_values).__name__}."
+            "ULDModel keeps one KV cache per stack: pass cache=None or the ULDCache returned by a previous call, "
+            f"not a filled {type(cache).__name__}."
         )
+
+    @torch.no_grad()
+    def _assistant_head_is_plain(self) -> bool:
+        """Whether the assistant's logits are exactly `lm_head(decoder(...))`, checked on a two-token probe.
+
+        Then the head can run on the plausible tokens only. Models that post-process their logits (Gemma-2's
+        soft-capping, Granite's scaling, ...) fail the check and run the assistant's own full forward instead.
+        """
+        probe = torch.zeros(1, 2, dtype=torch.long, device=self.get_input_embeddings().weight.device)
+        logits = self.assistant(input_ids=probe, use_cache=False).logits.float()
+        hidden = self.assistant.get_decoder()(input_ids=probe, use_cache=False).last_hidden_state
+        head_logits = self.assistant.get_output_embeddings()(hidden).float()
+        return head_logits.shape == logits.shape and torch.allclose(head_logits, logits, rtol=1e-4, atol=1e-4)
 
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: ULDCache | None = None,
+        cache: ULDCache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
-        cache_position: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: ULDCache | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        """Run both stacks and return `logits = target − α · filtered(assistant)` (see the class docstring)."""
-        use_cache = use_cache if use_cache is not None else past_key_values is not None
-        cache = self._as_uld_cache(past_key_values) if use_cache else None
+        """Run both stacks and return `logits = target − α · filtered(assistant)` (see the class docstring).
+
+        The KV cache comes as `cache` (transformers ≥ 5.x's name) or `past_key_values` (the older name); either way
+        the same [`ULDCache`] carries both stacks' caches, and each stack receives it under the name it accepts.
+        """
+        if cache is not None and past_key_values is not None and cache is not past_key_values:
+            raise ValueError("ULDModel.forward got two different caches: pass either cache= or past_key_values=.")
+        cache = cache if cache is not None else past_key_values
+        use_cache = use_cache if use_cache is not None else cache is not None
+        uld_cache = self._as_uld_cache(cache) if use_cache else None
         stack_inputs = dict(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
-            cache_position=cache_position,
         )
-        target_outputs = self.target(**stack_inputs, past_key_values=cache, logits_to_keep=logits_to_keep, **kwargs)
+        # Older transformers pass cache_position; both stacks need the same one.
+        shared_kwargs = {key: kwargs[key] for key in ("cache_position",) if kwargs.get(key) is not None}
+        target_outputs = self.target(
+            **stack_inputs, **{_cache_keyword(self.target): uld_cache}, logits_to_keep=logits_to_keep, **kwargs
+        )
         logits = target_outputs.logits
         if self.assistant_weight != 0:
-            decoder = self.assistant.get_decoder()
-            hidden = decoder(
-                **stack_inputs, past_key_values=cache.assistant_cache if cache is not None else None
-            ).last_hidden_state
+            assistant_cache = uld_cache.assistant_cache if uld_cache is not None else None
             keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-            filtered = filtered_assistant_logits_from_hidden(
-                logits, hidden[:, keep, :], self.assistant.get_output_embeddings(), self.plausibility_threshold
+            if self.plain_assistant_head:
+                decoder = self.assistant.get_decoder()
+                hidden = decoder(
+                    **stack_inputs, **{_cache_keyword(decoder): assistant_cache}, **shared_kwargs
+                ).last_hidden_state
+                assistant, lm_head = hidden[:, keep, :], self.assistant.get_output_embeddings()
+            else:
+                assistant_outputs = self.assistant(
+                    **stack_inputs,
+                    **{_cache_keyword(self.assistant): assistant_cache},
+                    logits_to_keep=logits_to_keep,
+                    **shared_kwargs,
+                )
+                assistant, lm_head = assistant_outputs.logits, None
+            logits = uld_logits(
+                logits,
+                assistant,
+                self.assistant_weight,
+                self.plausibility_threshold,
+                self.min_tokens_to_keep,
+                lm_head=lm_head,
             )
-            logits = (logits.float() - self.assistant_weight * filtered).to(logits.dtype)
         loss = None
         if labels is not None:
             loss = self.target.loss_function(logits=logits, labels=labels, vocab_size=logits.shape[-1], **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{_OUTPUT_CACHE_FIELD: uld_cache})
 
     # ------------------------------------------------------------------ saving
 
     def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> None:
-        """Write the adapter (PEFT files) and the sidecar with the current α and τ; never merged weights."""
+        """Write the adapter (PEFT files) and the sidecar with the current α, τ and floor; never merged weights."""
         sidecar = copy.deepcopy(self.sidecar)
         sidecar.assistant_weight = self.assistant_weight
         sidecar.plausibility_threshold = self.plausibility_threshold
+        sidecar.min_tokens_to_keep = self.min_tokens_to_keep
         # Atomic: a failure while writing leaves a previous adapter in save_directory loadable.
         with staged_save(save_directory) as staging:
             self.adapter_config.save_pretrained(str(staging))

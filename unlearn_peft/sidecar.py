@@ -14,9 +14,11 @@ from typing import Any
 from transformers import PretrainedConfig, PreTrainedModel
 
 from .assistant import num_decoder_layers
+from .logit_difference import DEFAULT_MIN_TOKENS_TO_KEEP
 
 SIDECAR_NAME = "unlearn_config.json"
-SIDECAR_SCHEMA_VERSION = 1
+# 2: adds `min_tokens_to_keep`; a version-1 ULD sidecar loads with DEFAULT_MIN_TOKENS_TO_KEEP.
+SIDECAR_SCHEMA_VERSION = 2
 
 
 def base_model_fingerprint(model: PreTrainedModel) -> dict[str, Any]:
@@ -51,6 +53,7 @@ class UnlearnSidecar:
     assistant_num_layers: int | None = None
     assistant_weight: float | None = None
     plausibility_threshold: float | None = None
+    min_tokens_to_keep: int | None = None
     training: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SIDECAR_SCHEMA_VERSION
 
@@ -77,7 +80,12 @@ class UnlearnSidecar:
         if missing:
             raise ValueError(f"{source}: missing required keys {missing}; the sidecar is incomplete or corrupted.")
         known = set(cls.__dataclass_fields__)
-        return cls(**{key: value for key, value in data.items() if key in known})
+        sidecar = cls(**{key: value for key, value in data.items() if key in known})
+        if sidecar.method == "uld" and sidecar.min_tokens_to_keep is None:
+            # Adapters written before the floor existed get today's default: a one-token set disabled ULD where a
+            # target had memorised its answer, which was a defect, not a setting to preserve.
+            sidecar.min_tokens_to_keep = DEFAULT_MIN_TOKENS_TO_KEEP
+        return sidecar
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> UnlearnSidecar:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 
 def tiny_random_llama(
@@ -26,4 +33,47 @@ def tiny_random_llama(
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.config.architectures = ["LlamaForCausalLM"]
+    return model.eval()
+
+
+# Per-architecture settings that the shared keyword arguments below do not cover. Gemma-2's logit soft-capping and
+# Granite's logit scaling are set so that a model's logits are not plain `lm_head(hidden)`.
+_TINY_EXTRA_SETTINGS: dict[str, dict[str, object]] = {
+    "gemma": {"head_dim": 8},
+    "gemma2": {"head_dim": 8, "final_logit_softcapping": 5.0},
+    "gemma3_text": {"head_dim": 8},
+    "granite": {"logits_scaling": 2.0},
+    "opt": {"ffn_dim": 64, "word_embed_proj_dim": 32},
+    "falcon": {"new_decoder_architecture": False, "multi_query": True},
+    "gpt2": {"n_embd": 32, "n_layer": 4, "n_head": 4, "n_positions": 256},
+}
+
+
+def tiny_random_causal_lm(
+    tokenizer: PreTrainedTokenizerBase, model_type: str, num_layers: int = 4, seed: int = 0
+) -> PreTrainedModel:
+    """A randomly initialised causal LM of `model_type` (e.g. `"qwen2"`, `"gpt_neox"`) with `tokenizer`'s vocabulary.
+
+    Hidden size 32, 4 heads (2 key-value heads where the architecture has them), in eval mode.
+    """
+    settings: dict[str, object] = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "tie_word_embeddings": True,
+        **_TINY_EXTRA_SETTINGS.get(model_type, {}),
+    }
+    if model_type == "gpt2":
+        settings["n_layer"] = num_layers
+    config = AutoConfig.for_model(model_type, **settings)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.config.architectures = [type(model).__name__]
     return model.eval()

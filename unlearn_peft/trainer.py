@@ -572,6 +572,7 @@ class UnlearnTrainer(Trainer):
             assistant_num_layers=self.assistant_num_layers,
             assistant_weight=args.assistant_weight if self.method == "uld" else None,
             plausibility_threshold=args.plausibility_threshold if self.method == "uld" else None,
+            min_tokens_to_keep=args.min_tokens_to_keep if self.method == "uld" else None,
             training={
                 **self.dataset_summary,
                 "retain_loss": args.retain_loss if self.method != "uld" else "uniform_kl",

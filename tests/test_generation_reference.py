@@ -1,0 +1,217 @@
+"""`ULDModel.generate` against decoding computed with the model's own `forward` over the whole sequence.
+
+The reference never uses a KV cache and never calls `generate`: each step runs `ULDModel.forward` on the full
+sequence so far (left padding handled with the usual position ids), so a cache that drifts between the two stacks,
+or a cache keyword one stack does not receive, shows up as a mismatch. Checked on tiny random models of every
+architecture the library claims, plus a 4-bit Llama, for greedy (batch 1 and left-padded batch), beam search and
+seeded sampling, and the two stacks' cache lengths after generation.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+from unlearn_peft import UnlearnConfig, UnlearnTrainer
+from unlearn_peft.cache import ULDCache
+from unlearn_peft.modeling import ULDModel
+from unlearn_peft.testing import tiny_random_causal_lm
+
+from .conftest import qa_only
+
+ARCHITECTURES = [
+    "llama",
+    "qwen2",
+    "qwen3",
+    "mistral",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "phi",
+    "phi3",
+    "gpt_neox",
+    "opt",
+    "falcon",
+    "olmo2",
+    "granite",
+    "gpt2",
+]
+NEW_TOKENS = 5
+
+
+def _train_adapter(base_dir, tokenizer, tofu_forget, tofu_retain, output_dir) -> None:
+    args = UnlearnConfig(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=2,
+        max_steps=3,
+        learning_rate=2e-2,
+        save_strategy="no",
+        max_length=64,
+        use_cpu=True,
+        disable_tqdm=True,
+        assistant_num_layers=2,
+        report_to="none",
+    )
+    trainer = UnlearnTrainer(
+        str(base_dir),
+        args=args,
+        forget_dataset=qa_only(tofu_forget[:4]),
+        retain_dataset=qa_only(tofu_retain[:4]),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    trainer.save_model(str(output_dir))
+
+
+@pytest.fixture(scope="module", params=[*ARCHITECTURES, "llama-4bit"])
+def uld_model(request, tmp_path_factory, tokenizer, tofu_forget, tofu_retain) -> ULDModel:
+    model_type = request.param.removesuffix("-4bit")
+    root = tmp_path_factory.mktemp(request.param)
+    tiny_random_causal_lm(tokenizer, model_type).save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    _train_adapter(root / "base", tokenizer, tofu_forget, tofu_retain, root / "adapter")
+    if request.param.endswith("-4bit"):
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+        )
+        base = AutoModelForCausalLM.from_pretrained(root / "base", quantization_config=quantization)
+        model = ULDModel.from_pretrained(root / "adapter", base_model=base, merge_assistant=False)
+    else:
+        model = ULDModel.from_pretrained(root / "adapter")
+    # Never stop early: every row generates NEW_TOKENS tokens, so each step has a reference to compare with.
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+@pytest.fixture()
+def left_padded(tokenizer):
+    return tokenizer(
+        ["Hello there, how are", "What is the capital of France?"],
+        return_tensors="pt",
+        padding=True,
+        padding_side="left",
+    )
+
+
+@torch.no_grad()
+def reference_logits(model: ULDModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Next-token logits of the whole sequence through `forward`, no cache; left padding via position ids."""
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    return output.logits[:, -1, :].float()
+
+
+def _grow(input_ids, attention_mask, tokens):
+    return torch.cat([input_ids, tokens[:, None]], dim=-1), torch.cat(
+        [attention_mask, torch.ones_like(tokens)[:, None]], dim=-1
+    )
+
+
+def _generate(model, inputs, **kwargs):
+    return model.generate(
+        **inputs, max_new_tokens=NEW_TOKENS, return_dict_in_generate=True, output_logits=True, **kwargs
+    )
+
+
+def _cache_of(output) -> ULDCache:
+    cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+    assert isinstance(cache, ULDCache), f"generate returned {type(cache).__name__}, not the ULDCache"
+    return cache
+
+
+def _assert_steps_match_forward(model, inputs, output) -> list[torch.Tensor]:
+    """Every step's logits from generate equal forward over the generated prefix; returns the reference logits."""
+    prompt_length = inputs["input_ids"].shape[1]
+    references = []
+    for step in range(NEW_TOKENS):
+        prefix = output.sequences[:, : prompt_length + step]
+        mask = torch.cat([inputs["attention_mask"], torch.ones_like(prefix[:, prompt_length:])], dim=-1)
+        expected = reference_logits(model, prefix, mask)
+        torch.testing.assert_close(output.logits[step].float(), expected, rtol=1e-4, atol=1e-4)
+        references.append(expected)
+    return references
+
+
+@pytest.mark.parametrize("batch", ["single", "left-padded"])
+def test_greedy_equals_forward_decoding(uld_model, tokenizer, left_padded, batch):
+    inputs = (
+        left_padded if batch == "left-padded" else tokenizer(["What is the capital of France?"], return_tensors="pt")
+    )
+    output = _generate(uld_model, inputs, do_sample=False)
+    references = _assert_steps_match_forward(uld_model, inputs, output)
+    prompt_length = inputs["input_ids"].shape[1]
+    for step, expected in enumerate(references):
+        assert output.sequences[:, prompt_length + step].tolist() == expected.argmax(-1).tolist()
+    cache = _cache_of(output)
+    total = output.sequences.shape[1] - 1  # the last token is sampled, never encoded
+    assert cache.get_seq_length() == cache.assistant_cache.get_seq_length() == total
+
+
+def test_left_padded_rows_equal_the_same_prompts_alone(uld_model, tokenizer, left_padded):
+    batched = _generate(uld_model, left_padded, do_sample=False).sequences[:, -NEW_TOKENS:]
+    for row, prompt in enumerate(["Hello there, how are", "What is the capital of France?"]):
+        alone = _generate(uld_model, tokenizer([prompt], return_tensors="pt"), do_sample=False)
+        assert alone.sequences[0, -NEW_TOKENS:].tolist() == batched[row].tolist()
+
+
+def test_seeded_sampling_equals_forward_sampling(uld_model, left_padded):
+    torch.manual_seed(1234)
+    output = _generate(uld_model, left_padded, do_sample=True, top_k=0, top_p=1.0, temperature=1.0)
+    _assert_steps_match_forward(uld_model, left_padded, output)
+    torch.manual_seed(1234)
+    input_ids, attention_mask = left_padded["input_ids"], left_padded["attention_mask"]
+    for _ in range(NEW_TOKENS):
+        probabilities = torch.softmax(reference_logits(uld_model, input_ids, attention_mask), dim=-1)
+        input_ids, attention_mask = _grow(input_ids, attention_mask, torch.multinomial(probabilities, 1).squeeze(1))
+    assert output.sequences.tolist() == input_ids.tolist()
+
+
+def test_beam_search_equals_forward_beam_search(uld_model, tokenizer):
+    num_beams = 3
+    inputs = tokenizer(["The capital of France is"], return_tensors="pt")
+    output = uld_model.generate(
+        **inputs,
+        max_new_tokens=NEW_TOKENS,
+        num_beams=num_beams,
+        num_return_sequences=num_beams,
+        do_sample=False,
+        length_penalty=0.0,
+        return_dict_in_generate=True,
+        output_scores=True,
+    )
+    # Reference beam search: all beams extend together, no end-of-sequence, the top `num_beams` continuations of
+    # (beam score + next-token log-probability) survive each step.
+    sequences = inputs["input_ids"].repeat(num_beams, 1)
+    masks = torch.ones_like(sequences)
+    scores = torch.tensor([0.0] + [float("-inf")] * (num_beams - 1))
+    for _ in range(NEW_TOKENS):
+        log_probs = torch.log_softmax(reference_logits(uld_model, sequences, masks), dim=-1)
+        candidates = (scores[:, None] + log_probs).flatten()
+        scores, flat = candidates.topk(num_beams)
+        beam, token = flat // log_probs.shape[-1], flat % log_probs.shape[-1]
+        sequences, masks = _grow(sequences[beam], masks[beam], token)
+    assert output.sequences.tolist() == sequences.tolist()
+    torch.testing.assert_close(output.sequences_scores, scores, rtol=1e-4, atol=1e-4)
+
+
+def test_assistant_head_shortcut_only_where_logits_are_plain_head_outputs(uld_model):
+    # Gemma-2 soft-caps and Granite scales its logits after the head: the assistant must run its own full forward.
+    post_processed = uld_model.config.model_type in ("gemma2", "granite")
+    assert uld_model.plain_assistant_head is not post_processed
+
+
+@torch.no_grad()
+def test_forward_is_target_minus_filtered_assistant_of_the_stacks_own_logits(uld_model, left_padded):
+    """`forward` against the formula applied by hand to each stack's own full forward (post-processing included)."""
+    target = uld_model.target(**left_padded).logits.float()
+    assistant_log_probs = torch.log_softmax(uld_model.assistant(**left_padded).logits.float(), dim=-1)
+    target_probs = torch.softmax(target, dim=-1)
+    plausible = target_probs >= uld_model.plausibility_threshold * target_probs.max(-1, keepdim=True).values
+    top = target.topk(uld_model.min_tokens_to_keep, dim=-1).indices
+    plausible = plausible.scatter(-1, top, True)
+    centre = (assistant_log_probs * plausible).sum(-1, keepdim=True) / plausible.sum(-1, keepdim=True)
+    expected = target - uld_model.assistant_weight * torch.where(plausible, assistant_log_probs - centre, 0.0)
+    actual = uld_model(**left_padded).logits.float()
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
