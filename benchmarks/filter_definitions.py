@@ -1,11 +1,20 @@
-"""Compare definitions of ULD's plausibility filter on a converged assistant (SmolLM2-135M, K=8).
+"""Choose ULD's plausibility filter by measurement, on a target that knows its facts and on one that memorised them.
 
-It trains a ULD assistant to forget the demo's European capitals (keeping other capitals), then scores four ways
-of combining `target − α · filter(assistant)` by the answer probability relative to the base model on: the forget
-questions, their paraphrases (never trained on), the retain questions, and held-out general knowledge
-(`benchmarks/data/general_knowledge_heldout.jsonl`). Closer to 0 is better on forget, closer to 1 elsewhere.
+For each target it trains one ULD assistant (SmolLM2-135M-Instruct, K=8, lr 3e-3, 150 steps) and scores the
+unlearned model `target − α · f(assistant)` under several filters: none, and the threshold τ = 1e-2 with floors
+m (`min_tokens_to_keep`) of 1 (the filter before the floor existed), 10, 100 and the reference code's ⌊τ·V⌋.
 
-    python benchmarks/filter_definitions.py            # about 5 minutes on 2 CPU cores; appends to RESULTS.md
+- `demo`: SmolLM2 as shipped; forget 20 European capitals, keep 20 other capitals (the demo's data).
+- `memorised`: SmolLM2 fine-tuned on every weight on 32 fictitious people until its mean answer probability is at
+  least 0.95 (cached between runs); forget 16 of them, keep 16. This is TOFU's situation: one token with p ≈ 1 at
+  most answer positions.
+
+Reported per split (forget, the forget questions paraphrased and never trained on, retain, held-out general
+knowledge from `benchmarks/data/general_knowledge_heldout.jsonl`): the answer probability `exp(−mean NLL)` of the
+unlearned model divided by the target's, averaged over questions; and, read as generated text, the share of greedy
+answers that still state the fact (the answer's last phrase, e.g. the city).
+
+    python benchmarks/filter_definitions.py            # about 15 minutes on 2 CPU cores; appends to RESULTS.md
     python benchmarks/filter_definitions.py --quick    # tiny random model, seconds (CI)
 """
 
@@ -14,19 +23,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from unlearn_peft import ULDModel, UnlearnConfig, UnlearnTrainer
 from unlearn_peft.data import QUESTION_ANSWER, render_row, tokenize_row
-from unlearn_peft.embedded import smollm2_checkpoint
-from unlearn_peft.logit_difference import filtered_assistant_logits, plausible_token_mask
+from unlearn_peft.embedded import cache_dir, smollm2_checkpoint
+from unlearn_peft.evaluation import greedy_answers
+from unlearn_peft.logit_difference import uld_logits
 from unlearn_peft.sources import embedded_rows
-from unlearn_peft.testing import tiny_random_llama
+from unlearn_peft.testing import memorize, tiny_random_llama
 
 try:
     from ._common import append_results, markdown_table
@@ -35,71 +45,80 @@ except ImportError:  # run as a script
 
 HELDOUT = Path(__file__).parent / "data" / "general_knowledge_heldout.jsonl"
 ALPHA, THRESHOLD = 0.75, 1e-2
-
-
-def no_filter(target: torch.Tensor, assistant: torch.Tensor) -> torch.Tensor:
-    return assistant
-
-
-def raw_zero_outside(target: torch.Tensor, assistant: torch.Tensor) -> torch.Tensor:
-    return torch.where(plausible_token_mask(target, THRESHOLD), assistant, torch.zeros_like(assistant))
-
-
-def log_probs_zero_outside(target: torch.Tensor, assistant: torch.Tensor) -> torch.Tensor:
-    log_probs = torch.log_softmax(assistant, dim=-1)
-    return torch.where(plausible_token_mask(target, THRESHOLD), log_probs, torch.zeros_like(log_probs))
-
-
-def centred_log_probs(target: torch.Tensor, assistant: torch.Tensor) -> torch.Tensor:
-    return filtered_assistant_logits(target, assistant, THRESHOLD)  # the definition ULDModel uses
-
-
-DEFINITIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "none (raw target − 0.75·assistant)": no_filter,
-    "raw assistant logits, zero outside the set (reference)": raw_zero_outside,
-    "assistant log-probs, zero outside the set": log_probs_zero_outside,
-    "assistant log-probs centred over the plausible set (unlearn-peft)": centred_log_probs,
+MEMORISED_PROBABILITY = 0.95
+TARGETS = {
+    "demo": ("european_capitals_forget", "world_capitals_retain"),
+    "memorised": ("fictitious_people_forget", "fictitious_people_retain"),
 }
 
 
+def filters(vocab_size: int) -> dict[str, tuple[float, int]]:
+    """Name → (τ, floor m). τ = 0 is no filter."""
+    reference_floor = int(THRESHOLD * vocab_size)
+    return {
+        "no filter": (0.0, 1),
+        "τ=1e-2, m=1 (no floor: before)": (THRESHOLD, 1),
+        "τ=1e-2, m=10": (THRESHOLD, 10),
+        "τ=1e-2, m=100": (THRESHOLD, 100),
+        f"τ=1e-2, m=⌊τ·V⌋={reference_floor} (reference code)": (THRESHOLD, reference_floor),
+    }
+
+
+def stated_fact(answer: str) -> str:
+    """The fact an answer states: its last phrase ("The capital of France is Paris." → "Paris")."""
+    return re.split(r" (?:is|in|as) ", answer.rstrip("."))[-1]
+
+
 @torch.no_grad()
-def answer_log_probs(model: ULDModel, tokenizer, question: str, answer: str) -> dict[str, float]:
-    """Mean answer log-probability under the base and under each filter definition."""
-    prompt_ids, completion_ids = tokenize_row(
-        render_row({"question": question, "answer": answer}, QUESTION_ANSWER, tokenizer, "benchmark", 0), tokenizer
-    )
+def answer_log_probs(model: ULDModel, tokenizer, question: str, answer: str, variants) -> dict[str, float]:
+    """Mean answer-token log-probability under the target and under each filter variant."""
+    rendered = render_row({"question": question, "answer": answer}, QUESTION_ANSWER, tokenizer, "benchmark", 0)
+    prompt_ids, completion_ids = tokenize_row(rendered, tokenizer)
     input_ids = torch.tensor([prompt_ids + completion_ids])
-    target = model.target(input_ids).logits[0, len(prompt_ids) - 1 : -1].float()
-    assistant = model.assistant(input_ids).logits[0, len(prompt_ids) - 1 : -1].float()
+    answer_positions = slice(len(prompt_ids) - 1, -1)
+    target = model.target(input_ids).logits[0, answer_positions].float()
+    assistant = model.assistant(input_ids).logits[0, answer_positions].float()
     targets = torch.tensor(completion_ids)[:, None]
 
     def mean_log_prob(logits: torch.Tensor) -> float:
         return float(torch.log_softmax(logits, dim=-1).gather(-1, targets).mean())
 
-    scores = {"base": mean_log_prob(target)}
-    for name, definition in DEFINITIONS.items():
-        scores[name] = mean_log_prob(target - ALPHA * definition(target, assistant))
+    scores = {"target": mean_log_prob(target)}
+    for name, (threshold, floor) in variants.items():
+        scores[name] = mean_log_prob(uld_logits(target, assistant, ALPHA, threshold, floor))
     return scores
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="Tiny random model and 2 steps; no RESULTS.md.")
-    parser.add_argument("--max-steps", type=int, default=150, help="Training steps of the assistant.")
-    parser.add_argument("--assistant-layers", type=int, default=8, help="K, the assistant's decoder layers.")
-    options = parser.parse_args()
+def memorised_target(tokenizer, quick: bool, rows: list[dict]) -> tuple[PreTrainedModel, float]:
+    """SmolLM2 fine-tuned until it has memorised `rows` (cached in the unlearn_peft cache directory)."""
+    if quick:
+        model = tiny_random_llama(tokenizer)
+        return model, memorize(model, tokenizer, rows, min_answer_probability=0.0, max_epochs=1)
+    directory = cache_dir() / f"benchmarks/smollm2-memorised-fictitious-people-p{MEMORISED_PROBABILITY}"
+    if (directory / "memorised.json").exists():
+        probability = json.loads((directory / "memorised.json").read_text())["answer_probability"]
+        return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval(), probability
+    model = AutoModelForCausalLM.from_pretrained(smollm2_checkpoint(), dtype=torch.float32)
+    probability = memorize(model, tokenizer, rows, min_answer_probability=MEMORISED_PROBABILITY)
+    model.save_pretrained(directory)
+    (directory / "memorised.json").write_text(json.dumps({"answer_probability": probability}) + "\n")
+    return model, probability
 
-    forget = embedded_rows("european_capitals_forget")
-    retain = embedded_rows("world_capitals_retain")
-    heldout = [json.loads(line) for line in HELDOUT.read_text().splitlines() if line.strip()]
+
+def evaluate_target(name: str, options: argparse.Namespace, tokenizer, heldout: list[dict]) -> tuple[str, str]:
+    forget_name, retain_name = TARGETS[name]
+    forget, retain = embedded_rows(forget_name), embedded_rows(retain_name)
+    if options.quick:
+        forget, retain, heldout = forget[:2], retain[:2], heldout[:2]
+    qa = lambda rows: [{"question": r["question"], "answer": r["answer"]} for r in rows]  # noqa: E731
+    if name == "memorised":
+        base, probability = memorised_target(tokenizer, options.quick, qa(forget + retain))
+        described = f"fine-tuned until its mean answer probability on all 32 rows was {probability:.3f}"
+    elif options.quick:
+        base, described = tiny_random_llama(tokenizer), "tiny random model"
+    else:
+        base, described = AutoModelForCausalLM.from_pretrained(smollm2_checkpoint(), dtype=torch.float32), "as is"
     with tempfile.TemporaryDirectory() as workdir:
-        base_path = smollm2_checkpoint()
-        tokenizer = AutoTokenizer.from_pretrained(base_path)
-        if options.quick:
-            base = tiny_random_llama(tokenizer)
-            forget, retain, heldout = forget[:2], retain[:2], heldout[:2]
-        else:
-            base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
         args = UnlearnConfig(
             output_dir=workdir,
             max_steps=2 if options.quick else options.max_steps,
@@ -109,41 +128,78 @@ def main() -> None:
             save_strategy="no",
             report_to="none",
             use_cpu=True,
-            disable_tqdm=True,
             logging_steps=25,
             seed=0,
         )
-        qa = lambda rows: [{"question": r["question"], "answer": r["answer"]} for r in rows]  # noqa: E731
         trainer = UnlearnTrainer(
             base, args=args, forget_dataset=qa(forget), retain_dataset=qa(retain), processing_class=tokenizer
         )
         trainer.train()
         trainer.save_model(workdir)
-        model = ULDModel.from_pretrained(workdir, base_model=base)
+        model = ULDModel.from_pretrained(workdir, base_model=base, assistant_weight=ALPHA)
+    variants = filters(model.config.vocab_size)
+    splits = {
+        "forget": [(r["question"], r["answer"]) for r in forget],
+        "paraphrased forget (unseen)": [(r["paraphrased_question"], r["answer"]) for r in forget],
+        "retain": [(r["question"], r["answer"]) for r in retain],
+        "held-out utility": [(r["question"], r["answer"]) for r in heldout],
+    }
+    ratios: dict[str, dict[str, float]] = {variant: {} for variant in variants}
+    for split, pairs in splits.items():
+        scored = [answer_log_probs(model, tokenizer, q, a, variants) for q, a in pairs]
+        for variant in variants:
+            # Ratio of length-normalised answer probabilities exp(mean log p), averaged over questions.
+            ratios[variant][split] = sum(math.exp(s[variant] - s["target"]) for s in scored) / len(scored)
+    stated_splits = ["forget", "paraphrased forget (unseen)", "retain"]
+    stated: dict[str, dict[str, float]] = {variant: {} for variant in ["target", *variants]}
+    for variant in stated:
+        model.assistant_weight = 0.0 if variant == "target" else ALPHA
+        if variant != "target":
+            model.plausibility_threshold, model.min_tokens_to_keep = variants[variant]
+        for split in stated_splits:
+            questions, answers = zip(*splits[split], strict=True)
+            generated = greedy_answers(model, tokenizer, list(questions), max_new_tokens=24, description=variant)
+            hits = [stated_fact(a).lower() in g.lower() for a, g in zip(answers, generated, strict=True)]
+            stated[variant][split] = sum(hits) / len(hits)
+    header = ["filter", *splits, *[f"{split}: fact stated (greedy)" for split in stated_splits]]
+    rows = [
+        ["target (no unlearning)", *["1.000"] * len(splits), *[f"{stated['target'][s]:.2f}" for s in stated_splits]]
+    ]
+    rows += [
+        [
+            variant,
+            *[f"{ratios[variant][s]:.3f}" for s in splits],
+            *[f"{stated[variant][s]:.2f}" for s in stated_splits],
+        ]
+        for variant in variants
+    ]
+    losses = [entry for entry in trainer.state.log_history if "loss_forget" in entry][-1]
+    notes = (
+        f"Target: SmolLM2-135M-Instruct {described}. Forget {len(forget)}, retain {len(retain)}, held-out "
+        f"{len(heldout)} questions; α = {ALPHA}. Assistant after {trainer.state.global_step} steps: "
+        f"loss_forget {float(losses['loss_forget']):.3f}, loss_retain {float(losses['loss_retain']):.3f}. "
+        "Probability columns: unlearned ÷ target; 'fact stated': share of greedy answers containing the fact."
+    )
+    return markdown_table(header, rows), notes
 
-        splits = {
-            "forget": [(r["question"], r["answer"]) for r in forget],
-            "paraphrased forget (unseen)": [(r["paraphrased_question"], r["answer"]) for r in forget],
-            "retain": [(r["question"], r["answer"]) for r in retain],
-            "held-out utility": [(r["question"], r["answer"]) for r in heldout],
-        }
-        ratios: dict[str, dict[str, float]] = {name: {} for name in DEFINITIONS}
-        for split, pairs in splits.items():
-            scored = [answer_log_probs(model, tokenizer, q, a) for q, a in pairs]
-            for name in DEFINITIONS:
-                # Ratio of length-normalised answer probabilities exp(mean log p), averaged over questions.
-                values = [math.exp(s[name] - s["base"]) for s in scored]
-                ratios[name][split] = sum(values) / len(values)
-    rows = [[name] + [f"{ratios[name][split]:.3f}" for split in splits] for name in DEFINITIONS]
-    table = markdown_table(["filter definition", *splits], rows)
-    print(table)
-    if not options.quick:
-        append_results(
-            "Plausibility-filter definitions, SmolLM2-135M-Instruct, K=8, α=0.75, τ=1e-2",
-            table,
-            "Answer probability of the unlearned model divided by the base model's, mean over questions "
-            "(20 forget, 20 paraphrased forget, 20 retain, 12 held-out).",
-        )
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="Tiny random model and 2 steps; no RESULTS.md.")
+    parser.add_argument("--max-steps", type=int, default=150, help="Training steps of the assistant.")
+    parser.add_argument("--assistant-layers", type=int, default=8, help="K, the assistant's decoder layers.")
+    parser.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS), help="Which targets.")
+    options = parser.parse_args()
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_checkpoint())
+    heldout = [json.loads(line) for line in HELDOUT.read_text().splitlines() if line.strip()]
+    for name in options.targets:
+        table, notes = evaluate_target(name, options, tokenizer, heldout)
+        print(f"\n{name} target\n{table}\n{notes}", flush=True)
+        if not options.quick:
+            append_results(
+                f"Plausibility filter and its floor, {name} target, SmolLM2-135M-Instruct, K=8", table, notes
+            )
 
 
 if __name__ == "__main__":

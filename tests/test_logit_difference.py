@@ -1,7 +1,10 @@
+import math
+
 import torch
 from torch import nn
 
 from unlearn_peft.logit_difference import (
+    DEFAULT_MIN_TOKENS_TO_KEEP,
     filtered_assistant_logits,
     filtered_assistant_logits_from_hidden,
     plausible_token_mask,
@@ -54,3 +57,49 @@ def test_head_on_plausible_rows_only_equals_the_full_head():
     torch.testing.assert_close(restricted, full)
     no_filter = filtered_assistant_logits_from_hidden(target, hidden, head, 0.0)
     torch.testing.assert_close(no_filter, filtered_assistant_logits(target, head(hidden), 0.0))
+
+
+def test_floor_keeps_the_targets_top_tokens_and_stays_shift_invariant():
+    target, assistant = _logits(0), _logits(1)
+    for floor in (1, 4, 17):
+        mask = plausible_token_mask(target, 0.5, floor)
+        top = target.topk(floor, dim=-1).indices
+        assert mask.gather(-1, top).all()
+        # The threshold's own set is kept as well: the floor only ever adds tokens.
+        assert (mask | plausible_token_mask(target, 0.5, 1)).equal(mask)
+        assert (mask.sum(-1) >= floor).all()
+    assert plausible_token_mask(target, 0.5, 17).all()  # a floor of the whole vocabulary keeps everything
+    shifted = assistant + torch.randn(2, 3, 1, generator=torch.Generator().manual_seed(2)) * 50
+    torch.testing.assert_close(
+        filtered_assistant_logits(target, shifted, 1e-2, 4),
+        filtered_assistant_logits(target, assistant, 1e-2, 4),
+        rtol=0,
+        atol=1e-4,
+    )
+
+
+def test_the_default_floor_lets_uld_flip_a_memorised_answer():
+    """A target that memorised its answer (p ≥ 0.999 on one token) and an assistant that remembers it too.
+
+    The assistant is what ULD trains: as sure of the forgotten token as the target (p = 0.999) and uniform over the
+    rest of the vocabulary. With the threshold alone the plausible set is that one token, `f ≡ 0` and the answer
+    stands; the default floor lets the assistant push it below the target's runners-up.
+    """
+    vocab_size, answer, runners_up = 49152, 7, torch.arange(10, 19)
+    target_probs = torch.full((vocab_size,), 1e-9)
+    target_probs[runners_up] = 1e-4
+    target_probs[answer] = 0.999
+    target = torch.log(target_probs / target_probs.sum())
+    assistant = torch.full((vocab_size,), math.log(0.001 / (vocab_size - 1)))
+    assistant[answer] = math.log(0.999)
+    assert torch.softmax(target, -1)[answer] >= 0.999 and assistant.argmax() == answer == target.argmax()
+
+    unfiltered_set = uld_logits(target, assistant, 0.75, 1e-2, min_tokens_to_keep=1)
+    assert plausible_token_mask(target, 1e-2, 1).sum() == 1 and unfiltered_set.argmax() == answer
+    unlearned = uld_logits(target, assistant, 0.75, 1e-2, min_tokens_to_keep=DEFAULT_MIN_TOKENS_TO_KEEP)
+    assert unlearned.argmax() != answer and unlearned.argmax() in runners_up
+    # By the formula: the answer drops by α·(log p_A(a) − the mean of log p_A over the kept set).
+    kept = plausible_token_mask(target, 1e-2, DEFAULT_MIN_TOKENS_TO_KEEP)
+    centre = torch.log_softmax(assistant, -1)[kept].mean()
+    expected_answer = target[answer] - 0.75 * (torch.log_softmax(assistant, -1)[answer] - centre)
+    torch.testing.assert_close(unlearned[answer], expected_answer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from tqdm.auto import tqdm
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -11,6 +12,9 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+from .data import QUESTION_ANSWER, render_row, tokenize_row
+from .evaluation import answer_probability
 
 
 def tiny_random_llama(
@@ -77,3 +81,58 @@ def tiny_random_causal_lm(
     model = AutoModelForCausalLM.from_config(config)
     model.config.architectures = [type(model).__name__]
     return model.eval()
+
+
+def memorize(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[dict[str, str]],
+    *,
+    min_answer_probability: float = 0.95,
+    learning_rate: float = 1e-4,
+    batch_size: int = 8,
+    max_epochs: int = 60,
+    seed: int = 0,
+) -> float:
+    """Fine-tune every weight of `model` on question-answer `rows` until it has memorised them.
+
+    Builds the situation unlearning is for (TOFU's fine-tuned targets, any model trained on the data to remove):
+    training stops after the first epoch at which the mean answer probability `exp(−mean NLL)` reaches
+    `min_answer_probability`. Answer tokens only count in the loss; rows are rendered as in training. Returns the
+    final mean answer probability; raises when `max_epochs` did not reach the goal. The model is left in eval mode.
+    """
+    examples = [
+        tokenize_row(render_row(row, QUESTION_ANSWER, tokenizer, "memorised rows", index), tokenizer)
+        for index, row in enumerate(rows)
+    ]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    probability = 0.0
+    for _ in tqdm(range(max_epochs), desc="Memorising", leave=False):
+        model.train()
+        order = torch.randperm(len(examples), generator=generator).tolist()
+        for start in range(0, len(order), batch_size):
+            batch = [examples[index] for index in order[start : start + batch_size]]
+            width = max(len(prompt) + len(completion) for prompt, completion in batch)
+            input_ids = torch.full((len(batch), width), tokenizer.pad_token_id)
+            labels = torch.full((len(batch), width), -100)
+            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (prompt, completion) in enumerate(batch):
+                ids = prompt + completion
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                labels[row, len(prompt) : len(ids)] = torch.tensor(completion)
+                attention_mask[row, : len(ids)] = 1
+            loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        model.eval()
+        with torch.no_grad():
+            values = [answer_probability(model, tokenizer, row["question"], row["answer"]) for row in rows]
+        probability = sum(values) / len(values)
+        if probability >= min_answer_probability:
+            return probability
+    raise RuntimeError(
+        f"memorize: mean answer probability {probability:.3f} after {max_epochs} epochs is below "
+        f"{min_answer_probability}; raise max_epochs or learning_rate."
+    )
