@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import tempfile
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from unlearn_peft.data import QUESTION_ANSWER, render_row, tokenize_row
 from unlearn_peft.embedded import cache_dir, smollm2_checkpoint
 from unlearn_peft.evaluation import greedy_answers
 from unlearn_peft.logit_difference import uld_logits
-from unlearn_peft.sources import embedded_rows
+from unlearn_peft.sources import embedded_fact, embedded_rows
 from unlearn_peft.testing import memorize, tiny_random_llama
 
 try:
@@ -62,11 +61,6 @@ def filters(vocab_size: int) -> dict[str, tuple[float, int]]:
         "τ=1e-2, m=100": (THRESHOLD, 100),
         f"τ=1e-2, m=⌊τ·V⌋={reference_floor} (reference code)": (THRESHOLD, reference_floor),
     }
-
-
-def stated_fact(answer: str) -> str:
-    """The fact an answer states: its last phrase ("The capital of France is Paris." → "Paris")."""
-    return re.split(r" (?:is|in|as) ", answer.rstrip("."))[-1]
 
 
 @torch.no_grad()
@@ -159,7 +153,7 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer, heldout: 
         for split in stated_splits:
             questions, answers = zip(*splits[split], strict=True)
             generated = greedy_answers(model, tokenizer, list(questions), max_new_tokens=24, description=variant)
-            hits = [stated_fact(a).lower() in g.lower() for a, g in zip(answers, generated, strict=True)]
+            hits = [embedded_fact(a).lower() in g.lower() for a, g in zip(answers, generated, strict=True)]
             stated[variant][split] = sum(hits) / len(hits)
     header = ["filter", *splits, *[f"{split}: fact stated (greedy)" for split in stated_splits]]
     rows = [

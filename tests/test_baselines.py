@@ -166,7 +166,9 @@ def test_loss_by_hand_and_one_step_lowers_forget_likelihood(
             assert torch.allclose(batch["forget_reference_log_prob"], log_probs, atol=1e-4)
             expected = (2 / args.beta) * math.log(2)
         elif method == "simnpo":
-            expected = (-(2 / args.beta) * F.logsigmoid(-(args.beta / lengths) * log_probs)).mean().item()
+            # Weighted by γ = 0.125, open-unlearning's configs/trainer/SimNPO.yaml.
+            assert args.forget_loss_weight == 0.125
+            expected = 0.125 * (-(2 / args.beta) * F.logsigmoid(-(args.beta / lengths) * log_probs)).mean().item()
         else:
             expected = (2 / args.beta) * math.log(2)  # policy == reference on both sides at initialisation
         if retain_loss == "nll" or (retain_loss is None and method != "ga"):

@@ -26,7 +26,9 @@ def json_line(stdout: str) -> dict:
     return json.loads(next(line for line in stdout.splitlines() if line.startswith("JSON "))[len("JSON ") :])
 
 
-@pytest.mark.parametrize("script", ["generation.py", "filter_definitions.py", "reference_cache.py"])
+@pytest.mark.parametrize(
+    "script", ["generation.py", "filter_definitions.py", "reference_cache.py", "uld_convergence.py"]
+)
 def test_benchmark_quick_mode_runs(script, smollm2_path):
     run_quick(script)
 

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from unlearn_peft import UnlearnSidecar
 from unlearn_peft.cli import main as cli_main
 from unlearn_peft.demo import DEMO_SETTINGS
+from unlearn_peft.demo import main as demo_main
 from unlearn_peft.recipe import build_trainer, parse_recipe
 from unlearn_peft.testing import tiny_random_llama
 
@@ -257,18 +258,19 @@ def test_eval_cli_muse_writes_json_markdown_and_plot(tiny_model_dir, tmp_path, c
 
 
 @pytest.mark.slow
-def test_demo_command_prints_table_generations_and_writes_plot_and_adapter(tmp_path, capsys, smollm2_path):
-    """`unlearn-peft demo` end to end on the embedded SmolLM2 (few steps: the full run is `make demo`)."""
+def test_demo_forgets_european_capitals_in_its_greedy_answers_and_keeps_the_others(tmp_path, capsys, smollm2_path):
+    """`unlearn-peft demo` exactly as `make demo` runs it, judged on the text it generates, not only probabilities."""
     output = tmp_path / "demo"
-    assert cli_main(["demo", "--max-steps", "3", "--output-dir", str(output)]) == 0
+    results = demo_main(["--output-dir", str(output)])
     printed = capsys.readouterr().out
-    for line in (
-        "forget (paraphrased, unseen)",
-        "retain",
-        "before:",
-        "after:",
-        "Which city is the capital of France?",
-    ):
+    for line in ("forget (paraphrased, unseen)", "name the capital", "before:", "after:", "Which city is the capital"):
         assert line in printed
+    stated_before, stated_after = results["stated_before"], results["stated_after"]
+    # The base model knows these capitals; after unlearning, its greedy answers no longer name the forgotten ones,
+    # also when asked differently, and still name the kept ones.
+    assert stated_before["forget"] >= 18 and stated_before["retain"] >= 18
+    assert stated_after["forget"] <= 1
+    assert stated_after["forget (paraphrased, unseen)"] <= 2
+    assert stated_after["retain"] >= stated_before["retain"] - 1
     assert (output / "demo.png").read_bytes()[:4] == b"\x89PNG"
-    assert UnlearnSidecar.load(output).training["global_step"] == 3
+    assert UnlearnSidecar.load(output).training["global_step"] == DEMO_SETTINGS["max_steps"]

@@ -17,6 +17,7 @@ RETAIN_LOSSES: tuple[str, ...] = ("none", "nll", "kl")
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "uld": {
         "learning_rate": 1e-3,
+        "forget_loss_weight": 1.0,
         "retain_loss_weight": 6.5,
         "min_train_steps": 150,
         "retain_loss": None,
@@ -24,14 +25,24 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "ga": {
         "learning_rate": 1e-4,
+        "forget_loss_weight": 1.0,
         "retain_loss_weight": 1.0,
         "min_train_steps": 0,
         "retain_loss": "none",
         "beta": None,
     },
-    "npo": {"learning_rate": 1e-4, "retain_loss_weight": 1.0, "min_train_steps": 0, "retain_loss": "nll", "beta": 0.1},
+    "npo": {
+        "learning_rate": 1e-4,
+        "forget_loss_weight": 1.0,
+        "retain_loss_weight": 1.0,
+        "min_train_steps": 0,
+        "retain_loss": "nll",
+        "beta": 0.1,
+    },
     "simnpo": {
         "learning_rate": 1e-4,
+        # γ of open-unlearning's configs/trainer/SimNPO.yaml (Fan et al. 2024 weigh the forget term the same way).
+        "forget_loss_weight": 0.125,
         "retain_loss_weight": 1.0,
         "min_train_steps": 0,
         "retain_loss": "nll",
@@ -39,6 +50,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "idk_dpo": {
         "learning_rate": 1e-4,
+        "forget_loss_weight": 1.0,
         "retain_loss_weight": 1.0,
         "min_train_steps": 0,
         "retain_loss": "nll",
@@ -104,8 +116,8 @@ class UnlearnConfig(TrainingArguments):
             Floor of the plausible set: the target's `min_tokens_to_keep` most probable tokens always count, so a
             target that has memorised an answer (one token with p ≈ 1) does not switch the assistant off there.
             Recorded in the sidecar. Chosen by measurement (`benchmarks/filter_definitions.py`).
-        forget_loss_weight (`float`, defaults to `1.0`):
-            Weight of the forget term.
+        forget_loss_weight (`float` or `None`, defaults to `None`):
+            Weight of the forget term: 0.125 for `simnpo` (γ of open-unlearning's SimNPO config), 1.0 for the others.
         retain_loss_weight (`float` or `None`, defaults to `None`):
             Weight of the retain term: 6.5 for ULD (paper), 1.0 for the baselines.
         max_length (`int` or `None`, defaults to `512`):
@@ -121,6 +133,16 @@ class UnlearnConfig(TrainingArguments):
             Minimum number of optimiser steps. When `num_train_epochs` gives fewer, the number of epochs grows until
             it reaches this budget (logged). `0` disables it. Ignored when `max_steps` is set. `None`: 150 for ULD
             (the assistant must converge), 0 for the baselines (more steps only unlearn harder).
+        stop_when_converged (`bool`, defaults to `True`):
+            ULD: stop as soon as the assistant has converged (see [`~unlearn_peft.convergence`]); the planned steps
+            (`max_steps`, or `num_train_epochs` extended to `min_train_steps`) are then a budget. The sidecar and
+            the model card record whether it converged, its final losses and the steps taken.
+        converged_forget_nll (`float`, defaults to `0.3`):
+            ULD: converged needs the mean forget NLL over the last `convergence_window` batches at most this.
+        converged_retain_kl (`float`, defaults to `0.3`):
+            ULD: converged needs the mean `KL(uniform ‖ assistant)` on retain answers over the window at most this.
+        convergence_window (`int`, defaults to `10`):
+            ULD: how many of the latest training batches the convergence means cover.
         model_init_kwargs (`dict` or `str` or `None`, defaults to `None`):
             Keyword arguments for [`~transformers.AutoModelForCausalLM.from_pretrained`], used when `model` is a
             string. A JSON string is accepted (for the command line). `dtype` may be a string such as `"bfloat16"`.
@@ -181,7 +203,10 @@ class UnlearnConfig(TrainingArguments):
             "memorised answer (p ≈ 1 on one token) can still be unlearned."
         },
     )
-    forget_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the forget loss term."})
+    forget_loss_weight: float | None = field(
+        default=None,
+        metadata={"help": "Weight of the forget term. None: 0.125 for simnpo (open-unlearning's gamma), 1.0 else."},
+    )
     retain_loss_weight: float | None = field(
         default=None,
         metadata={"help": "Weight of the retain loss term. None: 6.5 for uld (paper; reference code: 5.0), 1.0 else."},
@@ -212,6 +237,25 @@ class UnlearnConfig(TrainingArguments):
             "help": "Minimum number of optimiser steps; epochs are extended to reach it on small forget sets. "
             "0 disables it. Ignored when max_steps is set. None: 150 for uld, 0 for the baselines."
         },
+    )
+    stop_when_converged: bool = field(
+        default=True,
+        metadata={
+            "help": "uld: stop once the assistant converged (both loss means within their thresholds); the planned "
+            "steps are then a budget."
+        },
+    )
+    converged_forget_nll: float = field(
+        default=0.3,
+        metadata={"help": "uld: converged needs the forget NLL's mean over the window at most this."},
+    )
+    converged_retain_kl: float = field(
+        default=0.3,
+        metadata={"help": "uld: converged needs the mean retain KL(uniform || assistant) over the window ≤ this."},
+    )
+    convergence_window: int = field(
+        default=10,
+        metadata={"help": "uld: number of latest training batches the convergence means cover."},
     )
     model_init_kwargs: dict[str, Any] | str | None = field(
         default=None,
@@ -287,6 +331,11 @@ class UnlearnConfig(TrainingArguments):
             )
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"UnlearnConfig: max_length={self.max_length} must be ≥ 2 or None.")
+        if self.convergence_window < 1 or self.converged_forget_nll <= 0 or self.converged_retain_kl <= 0:
+            raise ValueError(
+                f"UnlearnConfig: convergence_window={self.convergence_window} must be ≥ 1 and converged_forget_nll="
+                f"{self.converged_forget_nll}, converged_retain_kl={self.converged_retain_kl} must be > 0."
+            )
         if self.min_train_steps < 0:
             raise ValueError(f"UnlearnConfig: min_train_steps={self.min_train_steps} must be ≥ 0.")
         if isinstance(self.model_init_kwargs, str):

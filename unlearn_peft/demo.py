@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .config import UnlearnConfig
 from .evaluation import answer_probability, greedy_answers
 from .modeling import ULDModel
-from .sources import embedded_rows, resolve_model_name
+from .sources import embedded_fact, embedded_rows, resolve_model_name
 from .trainer import UnlearnTrainer
 
 FORGET_DATA, RETAIN_DATA = "european_capitals_forget", "world_capitals_retain"
@@ -54,6 +54,23 @@ def mean_probabilities(model, tokenizer, forget, retain) -> dict[str, float]:
     }
 
 
+def facts_stated(model, tokenizer, rows, question_key: str) -> tuple[list[str], int]:
+    """Greedy answers to each row's question, and how many still name the row's fact (the capital)."""
+    answers = greedy_answers(
+        model, tokenizer, [row[question_key] for row in rows], max_new_tokens=16, description=question_key
+    )
+    facts = [embedded_fact(row["answer"]).lower() for row in rows]
+    return answers, sum(fact in answer.lower() for fact, answer in zip(facts, answers, strict=True))
+
+
+def stated_counts(model, tokenizer, forget, retain) -> dict[str, int]:
+    return {
+        "forget": facts_stated(model, tokenizer, forget, "question")[1],
+        "forget (paraphrased, unseen)": facts_stated(model, tokenizer, forget, "paraphrased_question")[1],
+        "retain": facts_stated(model, tokenizer, retain, "question")[1],
+    }
+
+
 def write_plot(before: dict[str, float], after: dict[str, float], path: Path) -> None:
     import matplotlib
 
@@ -75,7 +92,8 @@ def write_plot(before: dict[str, float], after: dict[str, float], path: Path) ->
     plt.close(figure)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Run the demo; returns the probabilities and the counts of greedy answers naming the capital, before/after."""
     from .cli import OneLineArgumentParser
 
     parser = OneLineArgumentParser(
@@ -96,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
     forget, retain = embedded_rows(FORGET_DATA), embedded_rows(RETAIN_DATA)
     before = mean_probabilities(model, tokenizer, forget, retain)
+    stated_before = stated_counts(model, tokenizer, forget, retain)
     shown = forget[:SHOWN_GENERATIONS] + retain[:2]
     questions = [row["question"] for row in shown[:SHOWN_GENERATIONS]] + [
         shown[0]["paraphrased_question"],
@@ -112,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     trainer.save_model(str(output_dir))
     unlearned = ULDModel.from_pretrained(output_dir, base_model=model)
     after = mean_probabilities(unlearned, tokenizer, forget, retain)
+    stated_after = stated_counts(unlearned, tokenizer, forget, retain)
     generations_after = greedy_answers(unlearned, tokenizer, questions, max_new_tokens=16)
     write_plot(before, after, output_dir / "demo.png")
 
@@ -119,10 +139,20 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'split':<30} {'before':>8} {'after':>8} {'ratio':>7}")
     for split, value in before.items():
         print(f"{split:<30} {value:8.3f} {after[split]:8.3f} {after[split] / value:7.3f}")
+    print("\nGreedy answers that name the capital (out of 20):")
+    print(f"{'split':<30} {'before':>8} {'after':>8}")
+    for split, count in stated_before.items():
+        print(f"{split:<30} {count:>8} {stated_after[split]:>8}")
     print("\nGreedy answers (first 4 forget questions, 1 paraphrased forget question, 2 retain questions):")
     for question, old, new in zip(questions, generations_before, generations_after, strict=True):
         print(f"Q: {question}\n   before: {old}\n   after:  {new}")
     print(f"\nAdapter and demo.png written to {output_dir} in {time.time() - started:.0f} s.")
+    return {
+        "probability_before": before,
+        "probability_after": after,
+        "stated_before": stated_before,
+        "stated_after": stated_after,
+    }
 
 
 if __name__ == "__main__":

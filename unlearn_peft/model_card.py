@@ -130,8 +130,11 @@ def _hyperparameters(sidecar: UnlearnSidecar, adapter_config: Mapping[str, Any])
             ("assistant layers K", f"{sidecar.assistant_num_layers} of {num_layers}"),
             ("assistant weight α", _format(sidecar.assistant_weight)),
             ("plausibility threshold τ", _format(sidecar.plausibility_threshold)),
+            ("plausible-set floor (min_tokens_to_keep)", _format(sidecar.min_tokens_to_keep)),
             ("retain loss", "KL(uniform ‖ assistant)"),
         ]
+        if "converged" in training:
+            rows.append(("assistant converged", _convergence(training)))
     else:
         rows += [("retain loss", _format(training.get("retain_loss"))), ("β", _format(training.get("beta")))]
     rows += [
@@ -149,6 +152,16 @@ def _hyperparameters(sidecar: UnlearnSidecar, adapter_config: Mapping[str, Any])
         ("max length", _format(training.get("max_length"))),
     ]
     return rows
+
+
+def _convergence(training: Mapping[str, Any]) -> str:
+    verdict = "yes" if training["converged"] else "**no** (stopped at the step budget)"
+    return (
+        f"{verdict}: forget NLL {_format(training.get('final_loss_forget'))} (≤ "
+        f"{_format(training.get('converged_forget_nll'))}), retain KL {_format(training.get('final_loss_retain'))} "
+        f"(≤ {_format(training.get('converged_retain_kl'))}) after {training.get('steps')} of at most "
+        f"{training.get('step_budget')} steps"
+    )
 
 
 def render_model_card(

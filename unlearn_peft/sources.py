@@ -3,7 +3,8 @@
 A name is one of:
 
 - `embedded:smollm2` — the offline SmolLM2-135M-Instruct (see [`~unlearn_peft.embedded`]); for datasets,
-  `embedded:<name>` is a file of the bundled demo data (`european_capitals_forget`, `world_capitals_retain`);
+  `embedded:<name>` is a file of the bundled demo data (`european_capitals_forget`, `world_capitals_retain`,
+  `fictitious_people_forget`, `fictitious_people_retain`);
 - a local file (`.json`, `.jsonl`, `.csv`, `.parquet`) or a directory holding `<config>.json[l]`;
 - a Hub id (`locuslab/TOFU`, with a config name such as `forget10_perturbed`), loaded with `datasets.load_dataset`.
 """
@@ -11,6 +12,7 @@ A name is one of:
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,15 @@ def embedded_rows(name: str) -> list[dict[str, Any]]:
         raise ValueError(f"Unknown embedded dataset 'embedded:{name}'; available: {available}.")
     text = files.joinpath(f"{name}.jsonl").read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def embedded_fact(answer: str) -> str:
+    """The fact an embedded dataset's answer states: its last phrase.
+
+    "The capital of France is Paris." → "Paris"; "Ravi Dunmore works as a clockmaker." → "a clockmaker". A greedy
+    answer that contains it (case-insensitive) still states the fact.
+    """
+    return re.split(r" (?:is|in|as) ", answer.rstrip("."))[-1]
 
 
 def load_rows(name: str, config: str | None = None, split: str = "train", argument: str = "dataset") -> Dataset:

@@ -36,6 +36,7 @@ from .assistant import (
 )
 from .baselines import default_baseline_lora_config, reference_sequence_log_probs
 from .config import UnlearnConfig
+from .convergence import ConvergenceTracker, StopWhenConverged
 from .data import (
     DEFAULT_REFUSAL_ANSWERS,
     ForgetRetainCollator,
@@ -65,8 +66,6 @@ logger = logging.getLogger(__name__)
 
 # A converged ULD assistant (SmolLM2-135M, K=8) reaches a forget NLL near 0.1 and a retain KL(U‖p) near 0.4; an
 # unconverged one sits near 8 and 3. Above these values at the end of training the trainer warns.
-CONVERGED_FORGET_NLL = 1.0
-CONVERGED_RETAIN_KL = 1.0
 
 
 def load_causal_lm(model_id: str, model_init_kwargs: dict[str, Any] | None) -> PreTrainedModel:
@@ -222,6 +221,14 @@ class UnlearnTrainer(Trainer):
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.last_train_metrics: dict[str, float] = {}
         self._apply_min_train_steps()
+        self.convergence: ConvergenceTracker | None = None
+        self.convergence_summary: dict[str, Any] = {}
+        if self.method == "uld":
+            self.convergence = ConvergenceTracker(
+                args.converged_forget_nll, args.converged_retain_kl, args.convergence_window
+            )
+            if args.stop_when_converged:
+                self.add_callback(StopWhenConverged(self.convergence))
         if self.method in ("npo", "idk_dpo") and args.precompute_reference_log_probs:
             self._cache_reference_log_probs()
 
@@ -498,11 +505,15 @@ class UnlearnTrainer(Trainer):
     def _record_term_metrics(self, terms: dict[str, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]) -> None:
         """Log each term as its local mean over this micro-batch, averaged over processes."""
         mode = "train" if self.model.training else "eval"
+        values = {}
         for name, (value, global_count, local_count) in terms.items():
             local_mean = value.detach()
             if global_count is not None:
                 local_mean = local_mean * global_count / local_count.clamp(min=1)
-            self._metrics[mode][f"loss_{name}"].append(self.accelerator.gather(local_mean.float()).mean().item())
+            values[name] = self.accelerator.gather(local_mean.float()).mean().item()
+            self._metrics[mode][f"loss_{name}"].append(values[name])
+        if mode == "train" and self.convergence is not None:
+            self.convergence.update(values["forget"], values.get("retain"))
 
     def prediction_step(
         self,
@@ -539,25 +550,24 @@ class UnlearnTrainer(Trainer):
 
     def train(self, *args: Any, **kwargs: Any):
         output = super().train(*args, **kwargs)
-        if self.method == "uld":
-            self._warn_if_not_converged()
+        if self.convergence is not None:
+            self._report_convergence()
         return output
 
-    def _warn_if_not_converged(self) -> None:
-        forget = self.last_train_metrics.get("loss_forget")
-        retain = self.last_train_metrics.get("loss_retain")
-        not_converged = (forget is not None and forget > CONVERGED_FORGET_NLL) or (
-            retain is not None and retain > CONVERGED_RETAIN_KL
+    def _report_convergence(self) -> None:
+        """Record whether the assistant converged within its step budget, and say so when it did not."""
+        tracker, steps, budget = self.convergence, self.state.global_step, self.state.max_steps
+        self.convergence_summary = tracker.summary(steps, budget)
+        if tracker.converged:
+            logger.info("ULD assistant converged in %d of at most %d steps (%s).", steps, budget, tracker.describe())
+            return
+        logger.warning(
+            "The ULD assistant has NOT converged after %d of %d steps: %s. Unlearning will be weak and retained "
+            "answers may change; raise the step budget (max_steps or min_train_steps) or the learning rate.",
+            steps,
+            budget,
+            tracker.describe(),
         )
-        if not_converged:
-            logger.warning(
-                "The ULD assistant has not converged: last loss_forget=%.3f (want ≤ %.1f), loss_retain=%s (want ≤ "
-                "%.1f). Unlearning will be weak; raise learning_rate or min_train_steps / num_train_epochs.",
-                forget if forget is not None else float("nan"),
-                CONVERGED_FORGET_NLL,
-                f"{retain:.3f}" if retain is not None else "n/a",
-                CONVERGED_RETAIN_KL,
-            )
 
     def build_sidecar(self) -> UnlearnSidecar:
         """The `unlearn_config.json` describing this run's adapter."""
@@ -584,6 +594,7 @@ class UnlearnTrainer(Trainer):
                 "max_length": args.max_length,
                 "global_step": self.state.global_step,
                 "world_size": args.world_size,
+                **self.convergence_summary,
             },
         )
 
