@@ -29,8 +29,6 @@ FORGET_DATA, RETAIN_DATA = "european_capitals_forget", "world_capitals_retain"
 DEMO_SETTINGS: dict[str, Any] = {
     "method": "uld",
     "augment_forget_with_paraphrases": False,
-    "learning_rate": 3e-3,
-    "max_steps": 150,
     "per_device_train_batch_size": 4,
     "logging_steps": 25,
     "seed": 0,
@@ -54,10 +52,10 @@ def mean_probabilities(model, tokenizer, forget, retain) -> dict[str, float]:
     }
 
 
-def facts_stated(model, tokenizer, rows, question_key: str) -> tuple[list[str], int]:
+def facts_stated(model, tokenizer, rows, question_key: str, description: str) -> tuple[list[str], int]:
     """Greedy answers to each row's question, and how many still name the row's fact (the capital)."""
     answers = greedy_answers(
-        model, tokenizer, [row[question_key] for row in rows], max_new_tokens=16, description=question_key
+        model, tokenizer, [row[question_key] for row in rows], max_new_tokens=16, description=description
     )
     facts = [embedded_fact(row["answer"]).lower() for row in rows]
     return answers, sum(fact in answer.lower() for fact, answer in zip(facts, answers, strict=True))
@@ -65,9 +63,11 @@ def facts_stated(model, tokenizer, rows, question_key: str) -> tuple[list[str], 
 
 def stated_counts(model, tokenizer, forget, retain) -> dict[str, int]:
     return {
-        "forget": facts_stated(model, tokenizer, forget, "question")[1],
-        "forget (paraphrased, unseen)": facts_stated(model, tokenizer, forget, "paraphrased_question")[1],
-        "retain": facts_stated(model, tokenizer, retain, "question")[1],
+        "forget": facts_stated(model, tokenizer, forget, "question", "Answering forget questions")[1],
+        "forget (paraphrased, unseen)": facts_stated(
+            model, tokenizer, forget, "paraphrased_question", "Answering paraphrased forget questions"
+        )[1],
+        "retain": facts_stated(model, tokenizer, retain, "question", "Answering retain questions")[1],
     }
 
 
@@ -100,9 +100,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         prog="unlearn-peft demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--output-dir", default="outputs/demo-smollm2-uld", help="Where the adapter and plot go.")
-    parser.add_argument("--max-steps", type=int, default=DEMO_SETTINGS["max_steps"], help="Optimiser steps.")
     parser.add_argument(
-        "--learning-rate", type=float, default=DEMO_SETTINGS["learning_rate"], help="Learning rate of the LoRA."
+        "--max-steps",
+        type=int,
+        default=-1,
+        help="Step budget (default: the library's, min_train_steps; training stops earlier once converged).",
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=None, help="Learning rate of the LoRA (default: the library's, 1e-3)."
     )
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     generations_before = greedy_answers(model, tokenizer, questions, max_new_tokens=16)
 
     settings = {**DEMO_SETTINGS, "max_steps": options.max_steps, "learning_rate": options.learning_rate}
+    # The demo runs the library's ULD defaults: lr 1e-3 until the assistant converged, within a 300-step budget.
     args = UnlearnConfig(output_dir=str(output_dir), save_strategy="no", report_to="none", use_cpu=True, **settings)
     trainer = UnlearnTrainer(
         model, args=args, forget_dataset=_qa(forget), retain_dataset=_qa(retain), processing_class=tokenizer
@@ -135,6 +141,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     generations_after = greedy_answers(unlearned, tokenizer, questions, max_new_tokens=16)
     write_plot(before, after, output_dir / "demo.png")
 
+    summary = trainer.convergence_summary
+    verdict = "converged" if summary["converged"] else "did NOT converge"
+    print(
+        f"\nULD assistant {verdict} after {summary['steps']} of at most {summary['step_budget']} steps: forget NLL "
+        f"{summary['final_loss_forget']:.3f}, retain KL(uniform ‖ assistant) {summary['final_loss_retain']:.3f}."
+    )
     print("\nAnswer probability exp(-mean NLL), mean over 20 questions each:")
     print(f"{'split':<30} {'before':>8} {'after':>8} {'ratio':>7}")
     for split, value in before.items():

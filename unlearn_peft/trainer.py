@@ -333,7 +333,7 @@ class UnlearnTrainer(Trainer):
         if planned_steps < args.min_train_steps:
             epochs = math.ceil(args.min_train_steps / steps_per_epoch)
             logger.warning(
-                "num_train_epochs=%s gives only %d optimiser steps on %d forget examples; training %d epochs "
+                "num_train_epochs=%s gives only %d optimiser steps on %d forget examples; allowing %d epochs "
                 "(%d steps) to reach min_train_steps=%d, which small forget sets need to converge.",
                 args.num_train_epochs,
                 planned_steps,
