@@ -10,6 +10,7 @@ import pytest
 from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from tests.hub_server import fake_hub  # noqa: F401
+from unlearn_peft import UnlearnConfig
 from unlearn_peft.embedded import smollm2_checkpoint
 from unlearn_peft.testing import tiny_random_llama
 
@@ -52,6 +53,23 @@ def tofu_forget() -> list[dict]:
 def tofu_retain() -> list[dict]:
     """The first 40 rows of TOFU retain_perturbed (MIT; see tests/fixtures/tofu/README.md)."""
     return read_jsonl(FIXTURES / "tofu" / "retain_perturbed_head40.json")
+
+
+def tiny_uld_args(output_dir, **overrides) -> UnlearnConfig:
+    """`UnlearnConfig` for a ULD run of a few steps on a tiny model (K=2, CPU, nothing saved or reported)."""
+    settings = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=2,
+        max_steps=6,
+        learning_rate=1e-2,
+        save_strategy="no",
+        max_length=96,
+        use_cpu=True,
+        disable_tqdm=True,
+        assistant_num_layers=2,
+        report_to="none",
+    )
+    return UnlearnConfig(**{**settings, **overrides})
 
 
 def qa_only(rows: list[dict]) -> list[dict]:

@@ -9,7 +9,7 @@ from unlearn_peft.convergence import ConvergenceTracker
 from unlearn_peft.model_card import render_model_card
 from unlearn_peft.sidecar import UnlearnSidecar
 
-from .conftest import qa_only
+from .conftest import qa_only, tiny_uld_args
 
 
 def test_one_lucky_batch_is_not_convergence():
@@ -35,20 +35,7 @@ def test_without_a_retain_set_only_the_forget_term_counts():
 
 
 def _trainer(tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain, **settings) -> UnlearnTrainer:
-    args = UnlearnConfig(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=2,
-        max_steps=12,
-        learning_rate=1e-2,
-        save_strategy="no",
-        max_length=64,
-        use_cpu=True,
-        disable_tqdm=True,
-        assistant_num_layers=2,
-        report_to="none",
-        convergence_window=3,
-        **settings,
-    )
+    args = tiny_uld_args(tmp_path / "out", max_steps=12, max_length=64, convergence_window=3, **settings)
     return UnlearnTrainer(
         make_tiny_llama(),
         args=args,

@@ -13,12 +13,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-from unlearn_peft import UnlearnConfig, UnlearnTrainer
+from unlearn_peft import UnlearnTrainer
 from unlearn_peft.cache import ULDCache
 from unlearn_peft.modeling import ULDModel
 from unlearn_peft.testing import tiny_random_causal_lm
 
-from .conftest import qa_only
+from .conftest import qa_only, tiny_uld_args
 
 ARCHITECTURES = [
     "llama",
@@ -41,18 +41,7 @@ NEW_TOKENS = 5
 
 
 def _train_adapter(base_dir, tokenizer, tofu_forget, tofu_retain, output_dir) -> None:
-    args = UnlearnConfig(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=2,
-        max_steps=3,
-        learning_rate=2e-2,
-        save_strategy="no",
-        max_length=64,
-        use_cpu=True,
-        disable_tqdm=True,
-        assistant_num_layers=2,
-        report_to="none",
-    )
+    args = tiny_uld_args(output_dir, max_steps=3, learning_rate=2e-2, max_length=64)
     trainer = UnlearnTrainer(
         str(base_dir),
         args=args,

@@ -8,12 +8,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, pipeline
 
-from unlearn_peft import SIDECAR_NAME, UnlearnConfig, UnlearnTrainer
+from unlearn_peft import SIDECAR_NAME, UnlearnTrainer
 from unlearn_peft.cache import ULDCache
 from unlearn_peft.logit_difference import DEFAULT_MIN_TOKENS_TO_KEEP
 from unlearn_peft.modeling import ULDModel
 
-from .conftest import qa_only
+from .conftest import qa_only, tiny_uld_args
 
 
 @pytest.fixture(scope="module")
@@ -23,18 +23,7 @@ def tiny_adapter(tmp_path_factory, make_tiny_llama, tokenizer, tofu_forget, tofu
     base_dir, adapter_dir = root / "base", root / "adapter"
     make_tiny_llama(num_layers=4).save_pretrained(base_dir)
     tokenizer.save_pretrained(base_dir)
-    args = UnlearnConfig(
-        output_dir=str(root / "out"),
-        per_device_train_batch_size=2,
-        max_steps=6,
-        learning_rate=1e-2,
-        save_strategy="no",
-        max_length=96,
-        use_cpu=True,
-        disable_tqdm=True,
-        assistant_num_layers=2,
-        report_to="none",
-    )
+    args = tiny_uld_args(root / "out")
     trainer = UnlearnTrainer(
         str(base_dir),
         args=args,
