@@ -100,7 +100,7 @@ def test_training_changes_only_lora_and_saves_assistant_adapter(
         "hidden_size": 64,
         "vocab_size": len(tokenizer),
     }
-    assert sidecar["library_version"] and sidecar["schema_version"] == 1
+    assert sidecar["library_version"] and sidecar["schema_version"] == 2
 
 
 def test_gradient_accumulation_matches_one_large_batch(tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain):
@@ -155,7 +155,7 @@ def test_not_converged_warning(tmp_path, make_tiny_llama, tokenizer, tofu_forget
     )
     with caplog.at_level(logging.WARNING, logger="unlearn_peft.trainer"):
         trainer.train()
-    assert any("has not converged" in record.getMessage() for record in caplog.records)
+    assert any("has NOT converged after 1 of 1 steps" in record.getMessage() for record in caplog.records)
 
 
 def test_evaluate_reports_both_terms(tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain):
