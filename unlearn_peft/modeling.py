@@ -7,6 +7,7 @@ Load an adapter trained by [`UnlearnTrainer`] with one line and use it like any 
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import os
 import tempfile
@@ -58,7 +59,13 @@ _OUTPUT_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_f
 
 def _cache_keyword(module: torch.nn.Module) -> str:
     """The keyword of `module.forward` for its KV cache: `cache` (newer transformers) or `past_key_values`."""
-    parameters = inspect.signature(module.forward).parameters
+    return _cache_keyword_of_class(type(module))
+
+
+@functools.cache
+def _cache_keyword_of_class(module_class: type) -> str:
+    # Looked up once per class: this runs for both stacks at every generated token.
+    parameters = inspect.signature(module_class.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
 
 
