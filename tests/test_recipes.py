@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from unlearn_peft import UnlearnSidecar
 from unlearn_peft.cli import main as cli_main
+from unlearn_peft.config import METHOD_DEFAULTS
 from unlearn_peft.demo import DEMO_SETTINGS
 from unlearn_peft.demo import main as demo_main
 from unlearn_peft.recipe import build_trainer, parse_recipe
@@ -70,7 +71,9 @@ def test_every_recipe_builds_its_trainer(recipe, tiny_model_dir, tmp_path):
     raw = yaml.safe_load(recipe.read_text())
     script_args, config, model_args = parse_recipe(stand_in_overrides(recipe, tiny_model_dir, tmp_path))
     assert config.method == raw["method"]
-    assert config.learning_rate == pytest.approx(float(raw["learning_rate"]))
+    # A recipe without a learning rate gets the method's default (the demo recipe uses ULD's).
+    learning_rate = raw.get("learning_rate", METHOD_DEFAULTS[raw["method"]]["learning_rate"])
+    assert config.learning_rate == pytest.approx(float(learning_rate))
     assert config.retain_loss == raw.get("retain_loss", config.retain_loss)
     trainer = build_trainer(script_args, config, model_args)
     assert trainer.method == raw["method"]
