@@ -101,6 +101,10 @@ def test_resume_matches_uninterrupted_run_bitwise(
     assert any(not torch.equal(start[key], actual[key]) for key in actual)  # the resumed run did train
     for key in expected:
         assert torch.equal(expected[key], actual[key]), key
+    # Resuming worked without Trainer's pickled arguments: none is written, the JSON copy is.
+    assert not list(tmp_path.rglob("training_args.bin"))
+    saved_args = json.loads((interrupted_dir / "checkpoint-3" / "training_args.json").read_text())
+    assert saved_args["output_dir"] == str(interrupted_dir) and saved_args["method"] == method_config["method"]
 
 
 def test_failed_save_model_leaves_previous_adapter_loadable(

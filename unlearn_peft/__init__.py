@@ -7,6 +7,10 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+local"
 
+from .quiet import hold_back_import_messages  # noqa: E402
+
+hold_back_import_messages()  # before PEFT imports bitsandbytes
+
 from .config import UnlearnConfig  # noqa: E402
 from .modeling import ULDModel  # noqa: E402
 from .sidecar import SIDECAR_NAME, UnlearnSidecar  # noqa: E402

@@ -25,6 +25,7 @@ from .assistant import early_exit_view, find_decoder_layers
 from .cache import ULDCache
 from .hub import ADAPTER_WEIGHTS_NAME, resolve_adapter_dir
 from .logit_difference import uld_logits
+from .quiet import announce_quantization_messages, peft_wrapping
 from .saving import staged_save
 from .sidecar import UnlearnSidecar, base_model_fingerprint
 
@@ -176,6 +177,8 @@ class ULDModel(PreTrainedModel, GenerationMixin):
             if sidecar.base_model_revision and "revision" not in base_model_kwargs:
                 base_model_kwargs["revision"] = sidecar.base_model_revision
         if isinstance(base_model, (str, os.PathLike)):
+            if base_model_kwargs.get("quantization_config") is not None:
+                announce_quantization_messages()
             base_model = AutoModelForCausalLM.from_pretrained(
                 str(base_model), use_safetensors=True, **base_model_kwargs
             )
@@ -193,7 +196,8 @@ class ULDModel(PreTrainedModel, GenerationMixin):
             setattr(parent, attribute, copy.deepcopy(getattr(parent, attribute)))
         adapter_config = PeftConfig.from_pretrained(str(directory))
         adapter_state = load_adapter_weights(directory / ADAPTER_WEIGHTS_NAME)
-        peft_model = PeftModel.from_pretrained(view, str(directory), is_trainable=False)
+        with peft_wrapping():
+            peft_model = PeftModel.from_pretrained(view, str(directory), is_trainable=False)
         assistant = peft_model.merge_and_unload() if merge_assistant else peft_model.base_model.model
         model = cls(
             target=base_model,

@@ -25,6 +25,7 @@ from transformers import (
     Trainer,
     TrainerCallback,
 )
+from transformers.trainer import TRAINING_ARGS_NAME as TRAINING_ARGS_PICKLE
 
 from . import __version__
 from .answer_tokens import AnswerTokens, forward_answer_tokens
@@ -59,13 +60,13 @@ from .losses import (
     simnpo_loss,
     uniform_kl_loss,
 )
+from .quiet import announce_quantization_messages, peft_wrapping
 from .saving import staged_save
 from .sidecar import UnlearnSidecar, base_model_fingerprint, base_model_reference
 
 logger = logging.getLogger(__name__)
 
-# A converged ULD assistant (SmolLM2-135M, K=8) reaches a forget NLL near 0.1 and a retain KL(U‖p) near 0.4; an
-# unconverged one sits near 8 and 3. Above these values at the end of training the trainer warns.
+TRAINING_ARGS_JSON = "training_args.json"
 
 
 def load_causal_lm(model_id: str, model_init_kwargs: dict[str, Any] | None) -> PreTrainedModel:
@@ -80,6 +81,8 @@ def load_causal_lm(model_id: str, model_init_kwargs: dict[str, Any] | None) -> P
         kwargs["dtype"] = getattr(torch, dtype)
     if isinstance(kwargs.get("quantization_config"), dict):
         kwargs["quantization_config"] = BitsAndBytesConfig(**kwargs["quantization_config"])
+    if kwargs.get("quantization_config") is not None:
+        announce_quantization_messages()
     if kwargs.get("trust_remote_code"):
         raise ValueError("unlearn-peft never runs remote code: remove trust_remote_code from model_init_kwargs.")
     return AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
@@ -198,10 +201,12 @@ class UnlearnTrainer(Trainer):
                 peft_config = default_assistant_lora_config(model, self.assistant_num_layers)
             else:
                 peft_config = restrict_lora_config_to_assistant(peft_config, model, self.assistant_num_layers)
-            trained_model = get_peft_model(early_exit_view(model, self.assistant_num_layers), peft_config)
+            with peft_wrapping():
+                trained_model = get_peft_model(early_exit_view(model, self.assistant_num_layers), peft_config)
         else:
             # The reference model is this same model with the adapter disabled: no second copy.
-            trained_model = get_peft_model(model, peft_config or default_baseline_lora_config(model))
+            with peft_wrapping():
+                trained_model = get_peft_model(model, peft_config or default_baseline_lora_config(model))
 
         if data_collator is None:
             data_collator = ForgetRetainCollator(pad_token_id=tokenizer.pad_token_id)
@@ -603,6 +608,9 @@ class UnlearnTrainer(Trainer):
         # Atomic: a failure while writing leaves the previous adapter in output_dir loadable.
         with staged_save(output_dir) as staging:
             super()._save(str(staging), state_dict=state_dict)
+            # Trainer pickles the arguments; resuming never reads them back, and users get JSON instead.
+            (staging / TRAINING_ARGS_PICKLE).unlink(missing_ok=True)
+            (staging / TRAINING_ARGS_JSON).write_text(self.args.to_json_string(), encoding="utf-8")
             self.build_sidecar().save(staging)
             # PEFT's save_pretrained just wrote its generic README.md; the unlearning card replaces it.
             self.create_model_card(output_dir=str(staging))
@@ -636,7 +644,7 @@ class UnlearnTrainer(Trainer):
         """Save the adapter to `output_dir` and upload it with its sidecar and model card to `hub_model_id`.
 
         Only the adapter files, the sidecar, the card and the optional evaluation are uploaded (see
-        [`~unlearn_peft.hub.push_adapter`]); optimizer states and `training_args.bin` stay local. Returns the commit
+        [`~unlearn_peft.hub.push_adapter`]); optimizer states and `training_args.json` stay local. Returns the commit
         URL on the main process, `None` elsewhere.
         """
         from .hub import push_adapter

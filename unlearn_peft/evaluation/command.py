@@ -29,6 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from ..hub import resolve_adapter_dir
 from ..modeling import ULDModel, check_fingerprint
+from ..quiet import peft_wrapping
 from ..sidecar import UnlearnSidecar
 from ..sources import load_rows, resolve_model_name
 from .muse import evaluate_muse
@@ -118,7 +119,8 @@ def load_for_evaluation(
     if sidecar.method == "uld":
         return ULDModel.from_pretrained(directory, base_model=base), tokenizer
     check_fingerprint(sidecar.base_model_fingerprint, base, str(adapter))
-    return PeftModel.from_pretrained(base, str(directory)).eval(), tokenizer
+    with peft_wrapping():
+        return PeftModel.from_pretrained(base, str(directory)).eval(), tokenizer
 
 
 def tofu_splits(
