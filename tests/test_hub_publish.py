@@ -209,6 +209,32 @@ def test_push_to_hub_during_training_pushes_checkpoints_with_card(
     assert trainer.hub_repo_id == "test-user/tiny-ckpt"
 
 
+def test_card_states_dataset_names_and_the_epochs_and_steps_that_ran(
+    make_tiny_llama, tokenizer, tofu_forget, tmp_path
+):
+    """4 forget rows, 2 per step, 1 configured epoch extended by min_train_steps=6: 3 epochs, 6 steps ran."""
+    output = tmp_path / "uld"
+    trainer = UnlearnTrainer(
+        make_tiny_llama(num_layers=4),
+        args=small_args(output, max_steps=-1, num_train_epochs=1, min_train_steps=6, stop_when_converged=False),
+        forget_dataset=qa_only(tofu_forget[:4]),
+        retain_dataset=qa_only(tofu_forget[4:8]),
+        processing_class=tokenizer,
+        forget_dataset_name="embedded:european_capitals_forget",
+        retain_dataset_name="locuslab/TOFU:retain90",
+    )
+    trainer.train()
+    trainer.save_model()
+    card = str(render_model_card(output, repo_id="me/ran"))
+    assert "| epochs / optimiser steps run | 3 / 6 |" in card
+    assert "| forget | `embedded:european_capitals_forget` (bundled with unlearn-peft) | 4 |" in card
+    assert "| retain | `locuslab/TOFU:retain90` | 4 |" in card
+    assert front_matter(card)["datasets"] == ["locuslab/TOFU"]  # no Hub id made up for the bundled set
+    assert sorted(path.name for path in output.iterdir() if path.name.startswith("training_args")) == [
+        "training_args.json"
+    ]
+
+
 def test_card_renders_with_and_without_evaluation(make_tiny_llama, tokenizer, tofu_forget, tofu_retain, tmp_path):
     output = tmp_path / "uld"
     model = make_tiny_llama(num_layers=4)
@@ -221,6 +247,9 @@ def test_card_renders_with_and_without_evaluation(make_tiny_llama, tokenizer, to
 
     local_base = render_model_card(output, repo_id="me/local")  # the sidecar's base is not a Hub id
     assert "base_model" not in front_matter(str(local_base))
+    # A model built in memory records no path: no dead link, and the card says what to pass.
+    assert "(#)" not in str(local_base) and "for its base model, trained with" in str(local_base)
+    assert "records no base model" in str(local_base) and "pass `base_model='org/name'`" in str(local_base)
 
     evaluation = {
         "schema": "unlearn-peft/tofu-eval/1",
@@ -253,9 +282,8 @@ def test_smollm2_uld_model_push_and_reload(fake_hub, smollm2_path, tofu_forget, 
     output = tmp_path / "smollm2-uld"
     trained_adapter(base, tokenizer, tofu_forget, tofu_retain, output, assistant_num_layers=3, max_steps=3)
     local = ULDModel.from_pretrained(output, base_model=base)
-    url = local.push_to_hub(
-        "test-user/smollm2-uld", token=fake_hub.token, base_model="HuggingFaceTB/SmolLM2-135M-Instruct"
-    )
+    # No base_model=: the embedded checkpoint knows the Hub id it was converted from.
+    url = local.push_to_hub("test-user/smollm2-uld", token=fake_hub.token)
     assert "smollm2-uld" in url
     uploaded = fake_hub.files("test-user/smollm2-uld")
     assert set(uploaded) == ADAPTER_FILES

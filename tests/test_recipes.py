@@ -115,6 +115,8 @@ def test_recipe_trains_and_saves_adapter_with_dataset_names(tiny_model_dir, tmp_
     assert (output / "adapter_model.safetensors").is_file()
     card = (output / "README.md").read_text()
     assert "NPO + gradient descent on retain" in card and "AutoPeftModelForCausalLM" in card
+    # The stand-in base is a local directory: named as such, no dead link, and how to publish it properly.
+    assert f"loaded from a local path (`{tiny_model_dir}`)" in card and "(#)" not in card
 
 
 def _one_error_line(capsys) -> str:
@@ -280,3 +282,14 @@ def test_demo_forgets_european_capitals_in_its_greedy_answers_and_keeps_the_othe
     assert (output / "demo.png").read_bytes()[:4] == b"\x89PNG"
     training = UnlearnSidecar.load(output).training
     assert training["converged"] and training["steps"] <= training["step_budget"] == 300
+    # The card states what ran: the embedded base by its Hub id, the bundled datasets by name, the real step count.
+    card = (output / "README.md").read_text()
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
+    assert "[HuggingFaceTB/SmolLM2-135M-Instruct](https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct)" in card
+    assert "offline copy" in card and "(#)" not in card and str(smollm2_path) not in card
+    assert "`embedded:european_capitals_forget` (bundled with unlearn-peft)" in card
+    assert "`embedded:world_capitals_retain` (bundled with unlearn-peft)" in card
+    assert f"| epochs / optimiser steps run | {training['epochs_run']:.4g} / {training['global_step']} |" in card
+    assert training["global_step"] == training["steps"]
+    assert "| assistant converged | yes:" in card
+    assert not (output / "training_args.bin").exists()

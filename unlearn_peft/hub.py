@@ -118,6 +118,7 @@ def push_adapter(
         base_model (`str`, *optional*):
             Hub id of the base model. Use it when the adapter was trained on a local copy: it is written into the
             uploaded sidecar (so `ULDModel.from_pretrained(repo_id)` loads the base from the Hub) and the card.
+            An adapter trained on the embedded offline SmolLM2 records its Hub id without being told.
         datasets (`Sequence[str]`, *optional*):
             Hub ids of the forget and retain datasets, for the card's metadata.
         private (`bool`, *optional*):
@@ -135,7 +136,7 @@ def push_adapter(
     Raises:
         HubPushError: the Hub refused the token or answered with an error (the message says which).
     """
-    from .model_card import is_hub_id, load_evaluation, render_model_card
+    from .model_card import is_hub_id, load_evaluation, published_base_model, render_model_card
 
     source = Path(adapter_dir)
     if not source.is_dir():
@@ -147,6 +148,8 @@ def push_adapter(
         for name in (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME):
             shutil.copy2(directory / name, staging / name)
         sidecar = UnlearnSidecar.load(directory)
+        if base_model is None:  # the embedded offline model publishes under its Hub id
+            base_model = published_base_model(sidecar.base_model_name_or_path)[0]
         if base_model is not None and base_model != sidecar.base_model_name_or_path:
             sidecar.base_model_name_or_path, sidecar.base_model_revision = base_model, None
         if not is_hub_id(sidecar.base_model_name_or_path):

@@ -18,7 +18,9 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .embedded import embedded_source
 from .sidecar import UnlearnSidecar
+from .sources import EMBEDDED_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,33 @@ def is_hub_id(name: str | None) -> bool:
     if not name or name.startswith(("/", ".", "~", "embedded:")) or os.path.exists(name):
         return False
     return name.count("/") <= 1 and " " not in name and "\\" not in name
+
+
+def published_base_model(name_or_path: str | None) -> tuple[str | None, str]:
+    """`(Hub id or None, note for the card)` of the base an adapter records.
+
+    A Hub id is kept; a checkpoint converted from the embedded offline model gives that model's Hub id (with a note
+    that the weights were a dequantized copy); any other local path gives `None` and a note on how to publish.
+    """
+    source = embedded_source(name_or_path)
+    if source is not None:
+        return source["hub_id"], (
+            f"Trained on the offline copy of {source['hub_id']} that unlearn-peft embeds "
+            f"({source['converted_from']}); its architecture matches the Hub model, its weights differ by the "
+            "quantization."
+        )
+    if is_hub_id(name_or_path):
+        return name_or_path, ""
+    if not name_or_path:
+        return None, (
+            "The adapter records no base model (it was trained on a model built in memory); pass "
+            "`base_model='org/name'` when publishing, and `base_model=` to `from_pretrained` when loading."
+        )
+    return None, (
+        f"The base was loaded from a local path (`{name_or_path}`), so this card cannot link it; pass "
+        "`base_model='org/name'` to `push_adapter` / `push_to_hub` when publishing, and "
+        "`base_model=` to `from_pretrained` when loading."
+    )
 
 
 def _format(value: Any) -> str:
@@ -123,7 +152,7 @@ def _eval_results(evaluation: Mapping[str, Any]) -> list[EvalResult]:
 def _hyperparameters(sidecar: UnlearnSidecar, adapter_config: Mapping[str, Any]) -> list[tuple[str, str]]:
     training = sidecar.training
     num_layers = sidecar.base_model_fingerprint.get("num_hidden_layers")
-    epochs, steps = _format(training.get("num_train_epochs")), _format(training.get("global_step"))
+    epochs, steps = _format(training.get("epochs_run", training.get("num_train_epochs"))), training.get("global_step")
     rows = [("method", METHOD_TITLES.get(sidecar.method, sidecar.method))]
     if sidecar.method == "uld":
         rows += [
@@ -148,10 +177,16 @@ def _hyperparameters(sidecar: UnlearnSidecar, adapter_config: Mapping[str, Any])
         ),
         ("LoRA target modules", _format(sorted(adapter_config.get("target_modules") or []))),
         ("learning rate", _format(training.get("learning_rate"))),
-        ("epochs / optimiser steps", f"{epochs} / {steps}"),
+        ("epochs / optimiser steps run", f"{epochs} / {_format(steps)}"),
         ("max length", _format(training.get("max_length"))),
     ]
     return rows
+
+
+def _dataset_display(name: str | None) -> str | None:
+    if name and name.startswith(EMBEDDED_PREFIX):
+        return f"`{name}` (bundled with unlearn-peft)"
+    return f"`{name}`" if name else None
 
 
 def _convergence(training: Mapping[str, Any]) -> str:
@@ -188,19 +223,25 @@ def render_model_card(
     sidecar = UnlearnSidecar.load(directory)
     adapter_config = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
     training = sidecar.training
-    base_model = base_model or sidecar.base_model_name_or_path
-    if not is_hub_id(base_model):
+    recorded_base = base_model or sidecar.base_model_name_or_path
+    base_model, base_model_note = published_base_model(recorded_base)
+    if base_model is None:
         logger.info(
             "The base model %r is not a Hub id; the card leaves base_model out. Pass base_model='org/name'.",
-            base_model,
+            recorded_base,
         )
-        base_model = None
     dataset_names = (
         list(datasets)
         if datasets is not None
         else [name for name in (training.get("forget_dataset"), training.get("retain_dataset")) if name]
     )
-    hub_datasets = sorted({name.split(":")[0] for name in dataset_names if is_hub_id(name.split(":")[0])})
+    hub_datasets = sorted(
+        {
+            name.split(":")[0]
+            for name in dataset_names
+            if not name.startswith(EMBEDDED_PREFIX) and is_hub_id(name.split(":")[0])
+        }
+    )
     results = load_evaluation(evaluation)
     is_uld = sidecar.method == "uld"
     method_title = METHOD_TITLES.get(sidecar.method, sidecar.method)
@@ -222,8 +263,9 @@ def render_model_card(
         template_str=template.read_text(encoding="utf-8"),
         repo_id=repo_id,
         model_name=repo_id.split("/")[-1],
-        base_model_display=base_model or sidecar.base_model_name_or_path or "its base model",
-        base_model_url=f"https://huggingface.co/{base_model}" if base_model else "#",
+        base_model_display=base_model or ("a local base model" if recorded_base else "its base model"),
+        base_model_url=f"https://huggingface.co/{base_model}" if base_model else "",
+        base_model_note=base_model_note,
         method_title=method_title,
         method_description=METHOD_DESCRIPTIONS.get(sidecar.method, ""),
         citation=CITATIONS.get(sidecar.method, ""),
@@ -231,8 +273,9 @@ def render_model_card(
         base_num_layers=sidecar.base_model_fingerprint.get("num_hidden_layers"),
         assistant_weight=_format(sidecar.assistant_weight),
         plausibility_threshold=_format(sidecar.plausibility_threshold),
-        forget_dataset=training.get("forget_dataset") or "not recorded",
-        retain_dataset=training.get("retain_dataset") or ("not recorded" if training.get("retain_rows") else "none"),
+        forget_dataset=_dataset_display(training.get("forget_dataset")) or "not recorded",
+        retain_dataset=_dataset_display(training.get("retain_dataset"))
+        or ("not recorded" if training.get("retain_rows") else "none"),
         forget_rows=_format(training.get("forget_rows")),
         forget_examples=_format(training.get("forget_examples")),
         retain_rows=_format(training.get("retain_rows")),

@@ -172,22 +172,17 @@ def build_trainer(
         retain = _limited(retain, script_args.max_retain_rows, "max_retain_rows")
     forget = _limited(forget, script_args.max_forget_rows, "max_forget_rows")
     config.model_init_kwargs = model_init_kwargs(model_args, config)
-    trainer = UnlearnTrainer(
+    return UnlearnTrainer(
         model=resolve_model_name(model_args.model_name_or_path),
         args=config,
         forget_dataset=forget,
         retain_dataset=retain,
         peft_config=get_peft_config(model_args),
+        forget_dataset_name=_dataset_label(script_args.forget_dataset_name, script_args.forget_dataset_config),
+        retain_dataset_name=_dataset_label(script_args.retain_dataset_name, script_args.retain_dataset_config)
+        if script_args.retain_dataset_name
+        else None,
     )
-    # Names (never contents) of the datasets, for the sidecar and the model card.
-    trainer.dataset_summary["forget_dataset"] = _dataset_label(
-        script_args.forget_dataset_name, script_args.forget_dataset_config
-    )
-    if script_args.retain_dataset_name:
-        trainer.dataset_summary["retain_dataset"] = _dataset_label(
-            script_args.retain_dataset_name, script_args.retain_dataset_config
-        )
-    return trainer
 
 
 def _dataset_label(name: str, config: str | None) -> str:

@@ -126,6 +126,11 @@ class UnlearnTrainer(Trainer):
             Extra callbacks.
         optimizers (`tuple`, *optional*):
             `(optimizer, lr_scheduler)`; by default AdamW with a linear schedule.
+        forget_dataset_name (`str`, *optional*):
+            Name of the forget dataset (a Hub id such as `"locuslab/TOFU:forget10"`, or `"embedded:<name>"`),
+            recorded in the sidecar and the model card. Only names are recorded, never contents.
+        retain_dataset_name (`str`, *optional*):
+            Name of the retain dataset, as `forget_dataset_name`.
 
     Example:
 
@@ -156,6 +161,9 @@ class UnlearnTrainer(Trainer):
         data_collator: DataCollator | None = None,
         callbacks: list[TrainerCallback] | None = None,
         optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        *,
+        forget_dataset_name: str | None = None,
+        retain_dataset_name: str | None = None,
     ) -> None:
         if args is None:
             model_name = model if isinstance(model, str) else model.config._name_or_path
@@ -194,6 +202,10 @@ class UnlearnTrainer(Trainer):
             resolve_assistant_num_layers(args.assistant_num_layers, model.config) if self.method == "uld" else None
         )
         train_dataset = self._prepare_train_dataset(forget_dataset, retain_dataset, tokenizer, args)
+        # Names (never contents) of the datasets, for the sidecar and the model card.
+        for key, name in (("forget_dataset", forget_dataset_name), ("retain_dataset", retain_dataset_name)):
+            if name is not None:
+                self.dataset_summary[key] = name
         prepared_eval = self._prepare_eval_dataset(eval_dataset, tokenizer, args)
 
         if self.method == "uld":
@@ -596,6 +608,7 @@ class UnlearnTrainer(Trainer):
                 "retain_loss_weight": args.retain_loss_weight,
                 "learning_rate": args.learning_rate,
                 "num_train_epochs": args.num_train_epochs,
+                "epochs_run": round(self.state.epoch or 0.0, 2),
                 "max_length": args.max_length,
                 "global_step": self.state.global_step,
                 "world_size": args.world_size,
