@@ -259,7 +259,9 @@ def test_evaluate_muse_refuses_incomparable_retrain_and_bad_rows(make_tiny_llama
         )
     with pytest.raises(ValueError, match="Not an unlearn-peft MUSE evaluation"):
         load_muse_results({"schema": "unlearn-peft/tofu-eval/1"})
-    with pytest.raises(ValueError, match=r"MUSE verbmem row 1: column 'gt' is missing"):
+    with pytest.raises(
+        ValueError, match=r"MUSE verbmem row 1: column 'gt' must be a string, got NoneType: the row has no 'gt' value"
+    ):
         evaluate_muse(model, tokenizer, verbmem_rows=[{"prompt": "a", "gt": "b"}, {"prompt": "c"}])
     with pytest.raises(ValueError, match=r"MUSE knowmem row 0: column 'question' is empty"):
         evaluate_muse(model, tokenizer, knowmem_rows=[{"question": "", "answer": "b"}])

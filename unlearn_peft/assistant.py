@@ -171,20 +171,27 @@ def uses_conv1d(model: nn.Module) -> bool:
     return any(isinstance(module, Conv1D) for module in model.modules())
 
 
-def default_assistant_lora_config(model: nn.Module, num_layers: int) -> LoraConfig:
-    """The ULD paper's LoRA: r=32, alpha=32, dropout 0.05 on the attention and MLP projections of layers `0..K-1`."""
+def projection_lora_config(
+    model: nn.Module, *, r: int, lora_alpha: int, layers_to_transform: list[int] | None = None
+) -> LoraConfig:
+    """LoRA with dropout 0.05 on the attention and MLP projections the model has (GPT-2's `Conv1D` included)."""
     available = decoder_layer_linear_names(model)
     targets = [name for name in DEFAULT_LORA_TARGET_MODULES if name in available] or available
     return LoraConfig(
-        r=32,
-        lora_alpha=32,
+        r=r,
+        lora_alpha=lora_alpha,
         lora_dropout=0.05,
         target_modules=targets,
         fan_in_fan_out=uses_conv1d(model),
-        layers_to_transform=list(range(num_layers)),
+        layers_to_transform=layers_to_transform,
         task_type="CAUSAL_LM",
         bias="none",
     )
+
+
+def default_assistant_lora_config(model: nn.Module, num_layers: int) -> LoraConfig:
+    """The ULD paper's LoRA: r=32, alpha=32, dropout 0.05 on the attention and MLP projections of layers `0..K-1`."""
+    return projection_lora_config(model, r=32, lora_alpha=32, layers_to_transform=list(range(num_layers)))
 
 
 def restrict_lora_config_to_assistant(lora_config: LoraConfig, model: nn.Module, num_layers: int) -> LoraConfig:

@@ -16,22 +16,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .answer_tokens import forward_answer_tokens
-from .assistant import DEFAULT_LORA_TARGET_MODULES, decoder_layer_linear_names, uses_conv1d
+from .assistant import projection_lora_config
 from .losses import sequence_log_probs
+from .utils import eval_mode
 
 
 def default_baseline_lora_config(model: nn.Module) -> LoraConfig:
     """LoRA of the baselines: r=16, alpha=32, dropout 0.05 on the attention and MLP projections of every layer."""
-    available = decoder_layer_linear_names(model)
-    targets = [name for name in DEFAULT_LORA_TARGET_MODULES if name in available] or available
-    return LoraConfig(
-        r=16,
-        lora_alpha=32,
-        lora_dropout=0.05,
-        target_modules=targets,
-        fan_in_fan_out=uses_conv1d(model),
-        task_type="CAUSAL_LM",
-    )
+    return projection_lora_config(model, r=16, lora_alpha=32)
 
 
 @torch.no_grad()
@@ -48,27 +40,22 @@ def reference_sequence_log_probs(
     disable_progress: bool = False,
 ) -> list[float]:
     """`log π_ref(y|x)` of every example (summed over answer tokens), with the adapter disabled, in dataset order."""
-    was_training = model.training
-    model.eval()
     values: list[float] = []
-    try:
-        with model.disable_adapter():
-            for start in tqdm(range(0, len(dataset), batch_size), desc=description, disable=disable_progress):
-                rows = dataset[start : start + batch_size]
-                batch = collate(
-                    [
-                        {"input_ids": ids, "labels": labels}
-                        for ids, labels in zip(rows[input_ids_column], rows[labels_column], strict=True)
-                    ]
-                )
-                answer = forward_answer_tokens(
-                    model,
-                    batch["input_ids"].to(device),
-                    batch["attention_mask"].to(device),
-                    batch["labels"].to(device),
-                )
-                log_probs, _ = sequence_log_probs(answer)
-                values.extend(log_probs.float().cpu().tolist())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), model.disable_adapter():
+        for start in tqdm(range(0, len(dataset), batch_size), desc=description, disable=disable_progress):
+            rows = dataset[start : start + batch_size]
+            batch = collate(
+                [
+                    {"input_ids": ids, "labels": labels}
+                    for ids, labels in zip(rows[input_ids_column], rows[labels_column], strict=True)
+                ]
+            )
+            answer = forward_answer_tokens(
+                model,
+                batch["input_ids"].to(device),
+                batch["attention_mask"].to(device),
+                batch["labels"].to(device),
+            )
+            log_probs, _ = sequence_log_probs(answer)
+            values.extend(log_probs.float().cpu().tolist())
     return values

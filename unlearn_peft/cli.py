@@ -14,9 +14,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
-from .hub import HubPushError
+from .command_line import OneLineArgumentParser
+from .demo import main as demo_main
+from .evaluation.command import main as eval_main
+from .hub import HubPushError, push_adapter
+from .recipe import main as train_main
 
 COMMANDS = {
     "train": "Unlearn with a recipe YAML (`--config`) and `--key value` overrides.",
@@ -24,17 +27,6 @@ COMMANDS = {
     "push": "Upload an adapter, its sidecar and its model card to the Hub.",
     "demo": "Unlearn European capitals from the embedded SmolLM2-135M on CPU, offline, and show before/after.",
 }
-
-
-class CommandLineError(ValueError):
-    """Bad command-line input; `main` prints its message as one line."""
-
-
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """An `ArgumentParser` that reports bad input as one line (no usage dump); `--help` is unchanged."""
-
-    def error(self, message: str) -> NoReturn:
-        raise CommandLineError(f"{message} (see --help)")
 
 
 def _push_parser(prog: str) -> argparse.ArgumentParser:
@@ -50,8 +42,6 @@ def _push_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def _push(argv: Sequence[str], prog: str) -> int:
-    from .hub import push_adapter
-
     options = _push_parser(prog).parse_args(argv)
     url = push_adapter(
         options.adapter_dir,
@@ -69,17 +59,11 @@ def _push(argv: Sequence[str], prog: str) -> int:
 def _run(command: str, argv: Sequence[str]) -> int:
     prog = f"unlearn-peft {command}"
     if command == "train":
-        from .recipe import main as train_main
-
         return train_main(argv, prog=prog)
     if command == "eval":
-        from .evaluation.command import main as eval_main
-
         return eval_main(argv, prog=prog)
     if command == "push":
         return _push(argv, prog)
-    from .demo import main as demo_main
-
     demo_main(list(argv))
     return 0
 

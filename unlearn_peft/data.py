@@ -192,7 +192,8 @@ class RenderedRow:
     templated: bool
 
 
-def _require_text(value: Any, name: str, index: int, column: str) -> str:
+def require_text(value: Any, name: str, index: int, column: str) -> str:
+    """`value` if it is a non-empty string; otherwise an error naming the dataset `name`, the row and the column."""
     if not isinstance(value, str):
         missing = f": the row has no '{column}' value" if value is None else f" ({value!r:.80})"
         raise ValueError(
@@ -234,7 +235,7 @@ def _require_messages(value: Any, name: str, index: int, column: str) -> list[di
                 f"{name} row {index}: column '{column}[{position}].role' is {role!r:.80}; it must be one of "
                 f"{', '.join(KNOWN_ROLES)}{hint}."
             )
-        _require_text(message.get("content"), name, index, f"{column}[{position}].content")
+        require_text(message.get("content"), name, index, f"{column}[{position}].content")
     return value
 
 
@@ -270,10 +271,10 @@ def check_row(row: Mapping[str, Any], row_format: str, name: str, index: int) ->
         raise ValueError(f"Unknown row format {row_format!r}.")
     _check_single_format(row, row_format, name, index)
     if row_format == QUESTION_ANSWER:
-        _require_text(row.get("question"), name, index, "question")
-        _require_text(row.get("answer"), name, index, "answer")
+        require_text(row.get("question"), name, index, "question")
+        require_text(row.get("answer"), name, index, "answer")
     elif row_format == LANGUAGE_MODELING:
-        _require_text(row.get("text"), name, index, "text")
+        require_text(row.get("text"), name, index, "text")
     elif row_format == CONVERSATIONAL:
         messages = _require_messages(row.get("messages"), name, index, "messages")
         _require_assistant_last(messages, name, index, "messages")
@@ -297,8 +298,8 @@ def check_row(row: Mapping[str, Any], row_format: str, name: str, index: int) ->
                 _require_messages(completion, name, index, "completion"), name, index, "completion"
             )
         else:
-            _require_text(prompt, name, index, "prompt")
-            _require_text(completion, name, index, "completion")
+            require_text(prompt, name, index, "prompt")
+            require_text(completion, name, index, "completion")
 
 
 def _check_one_prompt_kind(rows: Sequence[Mapping[str, Any]], name: str) -> None:
@@ -322,7 +323,7 @@ def _augmentation_answers(row: Mapping[str, Any], name: str, index: int) -> tupl
     def optional(value: Any, column: str) -> str | None:
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
-        return _require_text(value, name, index, column)
+        return require_text(value, name, index, column)
 
     perturbed = row.get(PERTURBED_ANSWER)
     if perturbed is None or isinstance(perturbed, str):

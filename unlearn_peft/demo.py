@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from .command_line import OneLineArgumentParser
 from .config import UnlearnConfig
 from .evaluation import answer_probability, greedy_answers
 from .modeling import ULDModel
@@ -94,8 +95,6 @@ def write_plot(before: dict[str, float], after: dict[str, float], path: Path) ->
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Run the demo; returns the probabilities and the counts of greedy answers naming the capital, before/after."""
-    from .cli import OneLineArgumentParser
-
     parser = OneLineArgumentParser(
         prog="unlearn-peft demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

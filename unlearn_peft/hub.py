@@ -3,6 +3,7 @@ publish an adapter with its sidecar and model card."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -13,14 +14,16 @@ from typing import Any
 
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
+from peft.utils import CONFIG_NAME as ADAPTER_CONFIG_NAME
+from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_WEIGHTS_NAME
+from peft.utils import WEIGHTS_NAME as ADAPTER_PICKLE_WEIGHTS_NAME
 
+from .model_card import is_hub_id, load_evaluation, published_base_model, render_model_card
 from .sidecar import SIDECAR_NAME, UnlearnSidecar
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_CONFIG_NAME = "adapter_config.json"
-ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
-PICKLE_WEIGHTS_NAMES = ("adapter_model.bin", "pytorch_model.bin")
+PICKLE_WEIGHTS_NAMES = (ADAPTER_PICKLE_WEIGHTS_NAME, "pytorch_model.bin")
 # Only these are fetched: JSON configs, safetensors weights and the card. Pickle files are never downloaded.
 ADAPTER_ALLOW_PATTERNS = ["*.json", "*.safetensors", "README.md"]
 
@@ -136,8 +139,6 @@ def push_adapter(
     Raises:
         HubPushError: the Hub refused the token or answered with an error (the message says which).
     """
-    from .model_card import is_hub_id, load_evaluation, published_base_model, render_model_card
-
     source = Path(adapter_dir)
     if not source.is_dir():
         raise FileNotFoundError(f"{adapter_dir} is not a directory; pass the adapter directory written by save_model.")
@@ -160,8 +161,6 @@ def push_adapter(
             )
         sidecar.save(staging)
         if results is not None:
-            import json
-
             (staging / EVALUATION_NAME).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
         card = render_model_card(staging, repo_id=repo_id, evaluation=results, datasets=datasets)
         card.save(staging / CARD_NAME)

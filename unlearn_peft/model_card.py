@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from peft.utils import CONFIG_NAME
 
 from .embedded import embedded_source
+from .evaluation.results import TOFU_RESULTS_SCHEMA, read_results
 from .sidecar import UnlearnSidecar
 from .sources import EMBEDDED_PREFIX
 
@@ -56,8 +58,6 @@ CITATIONS = {
     "{Maini, Pratyush and Feng, Zhili and Schwarzschild, Avi and Lipton, Zachary C. and Kolter, J. Zico},\n  "
     "journal = {arXiv preprint arXiv:2401.06121},\n  year    = {2024}\n}",
 }
-TOFU_SCHEMA = "unlearn-peft/tofu-eval/1"
-MUSE_SCHEMA = "unlearn-peft/muse-eval/1"
 
 
 def is_hub_id(name: str | None) -> bool:
@@ -104,23 +104,13 @@ def _format(value: Any) -> str:
 
 def load_evaluation(evaluation: str | os.PathLike[str] | Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Read an evaluation JSON written by `unlearn-peft eval` (TOFU or MUSE), or pass a dict through."""
-    if evaluation is None:
-        return None
-    if not isinstance(evaluation, Mapping):
-        with open(evaluation, encoding="utf-8") as handle:
-            evaluation = json.load(handle)
-    if evaluation.get("schema") not in (TOFU_SCHEMA, MUSE_SCHEMA):
-        raise ValueError(
-            f"The evaluation has schema {evaluation.get('schema')!r}; attach a JSON written by `unlearn-peft eval` "
-            f"({TOFU_SCHEMA} or {MUSE_SCHEMA})."
-        )
-    return dict(evaluation)
+    return None if evaluation is None else read_results(evaluation)
 
 
 def evaluation_metrics(evaluation: Mapping[str, Any]) -> list[tuple[str, str, float]]:
     """`(benchmark, metric, value)` rows of an evaluation: the headline numbers, then each split's."""
     rows: list[tuple[str, str, float]] = []
-    if evaluation["schema"] == TOFU_SCHEMA:
+    if evaluation["schema"] == TOFU_RESULTS_SCHEMA:
         for key in ("forget_quality", "model_utility"):
             if key in evaluation:
                 rows.append(("TOFU", key, float(evaluation[key])))
@@ -135,7 +125,7 @@ def evaluation_metrics(evaluation: Mapping[str, Any]) -> list[tuple[str, str, fl
 
 
 def _eval_results(evaluation: Mapping[str, Any]) -> list[EvalResult]:
-    dataset = ("locuslab/TOFU", "TOFU") if evaluation["schema"] == TOFU_SCHEMA else ("muse-bench/MUSE", "MUSE")
+    dataset = ("locuslab/TOFU", "TOFU") if evaluation["schema"] == TOFU_RESULTS_SCHEMA else ("muse-bench/MUSE", "MUSE")
     return [
         EvalResult(
             task_type="text-generation",
@@ -221,7 +211,7 @@ def render_model_card(
     """
     directory = Path(adapter_dir)
     sidecar = UnlearnSidecar.load(directory)
-    adapter_config = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
+    adapter_config = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
     training = sidecar.training
     recorded_base = base_model or sidecar.base_model_name_or_path
     base_model, base_model_note = published_base_model(recorded_base)

@@ -23,7 +23,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .assistant import early_exit_view, find_decoder_layers
 from .cache import ULDCache
-from .hub import ADAPTER_WEIGHTS_NAME, resolve_adapter_dir
+from .hub import ADAPTER_WEIGHTS_NAME, push_adapter, resolve_adapter_dir
 from .logit_difference import uld_logits
 from .quiet import announce_quantization_messages, peft_wrapping
 from .saving import staged_save
@@ -342,8 +342,6 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         See [`~unlearn_peft.hub.push_adapter`] for the arguments; returns the commit URL. Load it back with
         `ULDModel.from_pretrained(repo_id)`.
         """
-        from .hub import push_adapter
-
         with tempfile.TemporaryDirectory() as staging:
             self.save_pretrained(staging)
             return push_adapter(

@@ -16,14 +16,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
+from .command_line import CommandLineError, OneLineErrors
 from .config import UnlearnConfig
 from .sources import load_rows, resolve_model_name
 from .trainer import UnlearnTrainer
+from .utils import torch_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +64,12 @@ class UnlearnScriptArguments:
     )
 
 
-class RecipeError(ValueError):
+class RecipeError(CommandLineError):
     """A recipe or command line that cannot be run; its message is one line for the user."""
 
 
-class RecipeParser(TrlParser):
+class RecipeParser(OneLineErrors, TrlParser):
     """`TrlParser` whose errors are one line, and which type-checks the values of the YAML recipe."""
-
-    def error(self, message: str) -> NoReturn:
-        raise RecipeError(message)
 
     def set_defaults_with_config(self, **kwargs: Any) -> list[str]:
         actions = {action.dest: action for action in self._actions}
@@ -138,7 +137,9 @@ def model_init_kwargs(model_args: ModelConfig, config: UnlearnConfig) -> dict[st
     quantization_config = get_quantization_config(model_args)
     if quantization_config is not None:
         if isinstance(quantization_config.bnb_4bit_compute_dtype, str):
-            quantization_config.bnb_4bit_compute_dtype = getattr(torch, quantization_config.bnb_4bit_compute_dtype)
+            quantization_config.bnb_4bit_compute_dtype = torch_dtype(
+                quantization_config.bnb_4bit_compute_dtype, "bnb_4bit_compute_dtype"
+            )
         kwargs["quantization_config"] = quantization_config
         if torch.cuda.is_available():
             from accelerate import PartialState

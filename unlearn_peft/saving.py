@@ -14,8 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from peft.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
+
+from .sidecar import SIDECAR_NAME
+
 # Moved last, so a reader that sees the new sidecar also sees the new weights and config.
-COMMIT_ORDER_LAST = ("adapter_config.json", "adapter_model.safetensors", "unlearn_config.json")
+COMMIT_ORDER_LAST = (CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME, SIDECAR_NAME)
 
 
 @contextmanager

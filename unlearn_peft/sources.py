@@ -19,6 +19,8 @@ from typing import Any
 
 from datasets import Dataset, load_dataset
 
+from .embedded import smollm2_checkpoint
+
 EMBEDDED_PREFIX = "embedded:"
 EMBEDDED_MODELS = ("smollm2",)
 LOCAL_DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -31,8 +33,6 @@ def resolve_model_name(name_or_path: str) -> str:
     model = name_or_path[len(EMBEDDED_PREFIX) :]
     if model not in EMBEDDED_MODELS:
         raise ValueError(f"Unknown embedded model {name_or_path!r}; available: embedded:smollm2.")
-    from .embedded import smollm2_checkpoint
-
     return str(smollm2_checkpoint())
 
 

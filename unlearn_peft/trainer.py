@@ -27,7 +27,6 @@ from transformers import (
 )
 from transformers.trainer import TRAINING_ARGS_NAME as TRAINING_ARGS_PICKLE
 
-from . import __version__
 from .answer_tokens import AnswerTokens, forward_answer_tokens
 from .assistant import (
     default_assistant_lora_config,
@@ -49,6 +48,7 @@ from .data import (
     tokenize_dataset,
     with_refusal_answers,
 )
+from .hub import push_adapter
 from .losses import (
     count_loss_tokens,
     dpo_loss,
@@ -60,9 +60,12 @@ from .losses import (
     simnpo_loss,
     uniform_kl_loss,
 )
+from .model_card import render_model_card
 from .quiet import announce_quantization_messages, peft_wrapping
 from .saving import staged_save
 from .sidecar import UnlearnSidecar, base_model_fingerprint, base_model_reference
+from .utils import torch_dtype
+from .version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +75,8 @@ TRAINING_ARGS_JSON = "training_args.json"
 def load_causal_lm(model_id: str, model_init_kwargs: dict[str, Any] | None) -> PreTrainedModel:
     """Load a causal LM by Hub id or local path with `model_init_kwargs` (TRL conventions)."""
     kwargs = dict(model_init_kwargs or {})
-    dtype = kwargs.get("dtype", "auto")
-    if isinstance(dtype, str) and dtype != "auto":
-        if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise ValueError(
-                f"model_init_kwargs['dtype']={dtype!r} is not a torch dtype; use e.g. 'float32', 'bfloat16' or 'auto'."
-            )
-        kwargs["dtype"] = getattr(torch, dtype)
+    if kwargs.get("dtype", "auto") != "auto":
+        kwargs["dtype"] = torch_dtype(kwargs["dtype"], "model_init_kwargs['dtype']")
     if isinstance(kwargs.get("quantization_config"), dict):
         kwargs["quantization_config"] = BitsAndBytesConfig(**kwargs["quantization_config"])
     if kwargs.get("quantization_config") is not None:
@@ -637,8 +635,6 @@ class UnlearnTrainer(Trainer):
         """Write the unlearning model card (`hub_cards/`) as `README.md`; replaces Trainer's and PEFT's cards."""
         if not self.is_world_process_zero():
             return
-        from .model_card import render_model_card
-
         directory = output_dir or self.args.output_dir
         render_model_card(directory, repo_id=self.hub_repo_id).save(os.path.join(directory, "README.md"))
 
@@ -660,8 +656,6 @@ class UnlearnTrainer(Trainer):
         [`~unlearn_peft.hub.push_adapter`]); optimizer states and `training_args.json` stay local. Returns the commit
         URL on the main process, `None` elsewhere.
         """
-        from .hub import push_adapter
-
         self.save_model(self.args.output_dir, _internal_call=True)
         if not self.is_world_process_zero():
             return None
@@ -681,8 +675,6 @@ class UnlearnTrainer(Trainer):
         """With `push_to_hub=True`, checkpoints are pushed like the final adapter: files, sidecar and card."""
         if not self.is_world_process_zero() or self.args.hub_strategy == "end":
             return
-        from .hub import push_adapter
-
         push_adapter(
             checkpoint_folder,
             self.hub_repo_id,

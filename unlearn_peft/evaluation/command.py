@@ -23,15 +23,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..command_line import OneLineArgumentParser
 from ..hub import resolve_adapter_dir
 from ..modeling import ULDModel, check_fingerprint
 from ..quiet import peft_wrapping
 from ..sidecar import UnlearnSidecar
 from ..sources import load_rows, resolve_model_name
+from ..utils import torch_dtype
 from .muse import evaluate_muse
 from .report import write_muse_report, write_tofu_report
 from .tofu_eval import evaluate_tofu
@@ -109,11 +110,9 @@ def load_for_evaluation(
             "Pass --model (a Hub id, a local path or embedded:smollm2) or an --adapter whose sidecar names it."
         )
     path = resolve_model_name(model)
-    torch_dtype = getattr(torch, dtype, None)
-    if not isinstance(torch_dtype, torch.dtype):
-        raise ValueError(f"--dtype {dtype!r} is not a torch dtype; use float32, bfloat16 or float16.")
     tokenizer = AutoTokenizer.from_pretrained(path)
-    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=True).eval()
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype, "--dtype"), use_safetensors=True)
+    base.eval()
     if sidecar is None:
         return base, tokenizer
     if sidecar.method == "uld":
@@ -154,8 +153,6 @@ def tofu_splits(
 
 
 def build_parser(prog: str = "unlearn-peft eval") -> argparse.ArgumentParser:
-    from ..cli import OneLineArgumentParser
-
     parser = OneLineArgumentParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

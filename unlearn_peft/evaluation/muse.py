@@ -14,11 +14,9 @@ model, a PEFT model or a `ULDModel`.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +25,11 @@ from scipy.stats import mannwhitneyu
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..data import require_text
+from ..utils import eval_mode
+from .results import MUSE_RESULTS_SCHEMA, read_results
 from .rouge import rouge_l_f1
 
-MUSE_RESULTS_SCHEMA = "unlearn-peft/muse-eval/1"
 DEFAULT_MIN_K_FRACTION = 0.4  # MUSE's PrivLeak uses Min-40% (`privleak_auc_key = "forget_holdout_Min-40%"`)
 # MUSE's knowmem.py keeps the answer up to the first of these: the model starting a new few-shot block.
 KNOWMEM_ANSWER_STOPS = ("\n\n", "\nQuestion", "Question:")
@@ -46,24 +46,6 @@ class GenerationScores:
 
     mean_rouge_l_f1: float
     per_item: list[dict[str, Any]] = field(default_factory=list)
-
-
-@contextmanager
-def _evaluation_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout) for the duration, then the caller's mode back."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
-def _require_text(value: Any, what: str, index: int, column: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        found = "missing" if value is None else f"empty or not a string ({type(value).__name__})"
-        raise ValueError(f"MUSE {what} row {index}: column '{column}' is {found}; every row needs a non-empty text.")
-    return value
 
 
 def _require_same_length(first: Sequence[Any], second: Sequence[Any], names: tuple[str, str], what: str) -> None:
@@ -114,7 +96,7 @@ def min_k_percent_score(
         )
     device = next(model.parameters()).device
     input_ids = torch.tensor([token_ids], device=device)
-    with _evaluation_mode(model):
+    with eval_mode(model):
         logits = model(input_ids=input_ids).logits
     log_probs = torch.log_softmax(logits[0, :-1].float(), dim=-1)
     token_log_probs = log_probs.gather(-1, input_ids[0, 1:, None]).squeeze(-1)
@@ -201,7 +183,7 @@ def _greedy_continuations(
     device = next(model.parameters()).device
     pad_token_id = _pad_token_id(tokenizer)
     continuations: list[str] = []
-    with _evaluation_mode(model):
+    with eval_mode(model):
         for start in tqdm(range(0, len(prompts), batch_size), desc=description, leave=False):
             encoded = [
                 tokenizer(prompt, add_special_tokens=True)["input_ids"]
@@ -252,8 +234,8 @@ def verbmem(
     """
     _require_same_length(prompts, ground_truths, ("prompts", "ground truths"), "verbmem")
     for index, (prompt, truth) in enumerate(zip(prompts, ground_truths, strict=True)):
-        _require_text(prompt, "verbmem", index, "prompt")
-        _require_text(truth, "verbmem", index, "gt")
+        require_text(prompt, "MUSE verbmem", index, "prompt")
+        require_text(truth, "MUSE verbmem", index, "gt")
     # Scored against as many tokens of the truth as were generated, or a long truth would cap the F1.
     references = [
         _decode(tokenizer, tokenizer(truth, add_special_tokens=False)["input_ids"][:max_new_tokens])
@@ -330,11 +312,11 @@ def knowmem(
     """
     _require_same_length(questions, answers, ("questions", "answers"), "knowmem")
     for index, (question, answer) in enumerate(zip(questions, answers, strict=True)):
-        _require_text(question, "knowmem", index, "question")
-        _require_text(answer, "knowmem", index, "answer")
+        require_text(question, "MUSE knowmem", index, "question")
+        require_text(answer, "MUSE knowmem", index, "answer")
     for index, (question, answer) in enumerate(few_shot or ()):
-        _require_text(question, "knowmem few-shot", index, "question")
-        _require_text(answer, "knowmem few-shot", index, "answer")
+        require_text(question, "MUSE knowmem few-shot", index, "question")
+        require_text(answer, "MUSE knowmem few-shot", index, "answer")
     generations = _greedy_continuations(
         model,
         tokenizer,
@@ -357,14 +339,7 @@ def knowmem(
 
 def load_muse_results(results: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
     """Read an evaluation JSON written from `evaluate_muse` (or pass the dict through), checking its schema."""
-    if not isinstance(results, Mapping):
-        with open(results, encoding="utf-8") as handle:
-            results = json.load(handle)
-    if results.get("schema") != MUSE_RESULTS_SCHEMA:
-        raise ValueError(
-            f"Not an unlearn-peft MUSE evaluation (schema {results.get('schema')!r}, want {MUSE_RESULTS_SCHEMA})."
-        )
-    return dict(results)
+    return read_results(results, (MUSE_RESULTS_SCHEMA,))
 
 
 def _rows_to_columns(
@@ -378,8 +353,8 @@ def _rows_to_columns(
             raise ValueError(
                 f"MUSE {what} row {index}: expected a dict with {list(columns)}, got {type(row).__name__}."
             )
-        first.append(_require_text(row.get(columns[0]), what, index, columns[0]))
-        second.append(_require_text(row.get(columns[1]), what, index, columns[1]))
+        first.append(require_text(row.get(columns[0]), f"MUSE {what}", index, columns[0]))
+        second.append(require_text(row.get(columns[1]), f"MUSE {what}", index, columns[1]))
     return first, second
 
 
@@ -400,8 +375,8 @@ def _few_shot_pairs(
                 f"MUSE {what} row {index}: expected a (question, answer) pair or a dict, got {example!r:.80}."
             )
     for index, (question, answer) in enumerate(pairs):
-        _require_text(question, what, index, "question")
-        _require_text(answer, what, index, "answer")
+        require_text(question, f"MUSE {what}", index, "question")
+        require_text(answer, f"MUSE {what}", index, "answer")
     return pairs
 
 
@@ -522,7 +497,7 @@ def evaluate_muse(
             if not split_texts:
                 raise ValueError(f"MUSE privleak {split}: no texts to evaluate.")
             texts[split] = [
-                _require_text(text, f"privleak {split}", index, "text") for index, text in enumerate(split_texts)
+                require_text(text, f"MUSE privleak {split}", index, "text") for index, text in enumerate(split_texts)
             ]
     retrain = load_muse_results(retrain_results) if retrain_results is not None else None
     if retrain is not None:

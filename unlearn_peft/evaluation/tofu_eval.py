@@ -5,7 +5,6 @@ Works unchanged on any causal LM with `.logits` and `.generate`: a plain model, 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,8 +12,10 @@ from typing import Any
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..utils import eval_mode
 from .generation import greedy_answers
 from .probability import answer_probability
+from .results import TOFU_RESULTS_SCHEMA, read_results
 from .rouge import rouge_l_recall
 from .tofu import (
     MODEL_UTILITY_KEYS,
@@ -26,7 +27,7 @@ from .tofu import (
     truth_ratio,
 )
 
-RESULTS_SCHEMA = "unlearn-peft/tofu-eval/1"
+RESULTS_SCHEMA = TOFU_RESULTS_SCHEMA
 FORGET, RETAIN, REAL_AUTHORS, WORLD_FACTS = "forget", "retain", "real_authors", "world_facts"
 # retain and forget compare perturbed answers with the paraphrased answer; the multiple-choice splits with the answer.
 PARAPHRASE_SPLITS = (FORGET, RETAIN)
@@ -99,14 +100,7 @@ def _evaluate_split(
 
 def load_results(results: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
     """Read an evaluation JSON written by `evaluate_tofu` (or pass the dict through), checking its schema."""
-    if not isinstance(results, Mapping):
-        with open(results, encoding="utf-8") as handle:
-            results = json.load(handle)
-    if results.get("schema") != RESULTS_SCHEMA:
-        raise ValueError(
-            f"Not an unlearn-peft TOFU evaluation (schema {results.get('schema')!r}, want {RESULTS_SCHEMA})."
-        )
-    return dict(results)
+    return read_results(results, (RESULTS_SCHEMA,))
 
 
 def _forget_quality_against(results: dict[str, Any], retain_model_results: Mapping[str, Any]) -> float:
@@ -162,13 +156,9 @@ def evaluate_tofu(
     if empty:
         raise ValueError(f"TOFU splits {empty} are empty.")
     results: dict[str, Any] = {"schema": RESULTS_SCHEMA, "model_name": model_name, "splits": {}}
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for name, rows in splits.items():
             results["splits"][name] = _evaluate_split(model, tokenizer, name, rows, max_new_tokens, batch_size)
-    finally:
-        model.train(was_training)
     summary = {
         f"{name}_{metric}": split[metric]
         for name, split in results["splits"].items()
