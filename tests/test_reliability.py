@@ -195,13 +195,14 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_last_checkpoint(
         save_steps=2,
         assistant_num_layers=2,
     )
-    original = UnlearnTrainer._retain_term
+    method = trainer.unlearning_method
+    original = method.retain_term
 
-    def retain_term_nan_at_step_3(self, *args, **kwargs):
-        value = original(self, *args, **kwargs)
-        return value * float("nan") if self.state.global_step == 2 else value
+    def retain_term_nan_at_step_3(*args, **kwargs):
+        value = original(*args, **kwargs)
+        return value * float("nan") if trainer.state.global_step == 2 else value
 
-    monkeypatch.setattr(UnlearnTrainer, "_retain_term", retain_term_nan_at_step_3)
+    monkeypatch.setattr(method, "retain_term", retain_term_nan_at_step_3)
     with pytest.raises(FloatingPointError, match=r"at step 3 \(loss_forget=[0-9.]+, loss_retain=nan\)"):
         trainer.train()
     checkpoint = output / "checkpoint-2"

@@ -1,61 +1,6 @@
-"""Set-up of the baseline methods (GA, NPO, SimNPO, IdkDPO): their LoRA and their reference model.
+"""Compatibility shim: the baselines' LoRA is `unlearn_peft.methods.base`, their reference `unlearn_peft.reference`."""
 
-The reference model `π_ref` of a baseline is the model before unlearning. With a PEFT adapter it needs no second
-copy: it is the same model with the adapter disabled. Reference log-probabilities of the forget answers never change
-during training, so they are computed once, before training, and stored with the forget examples.
-"""
+from .methods.base import default_baseline_lora_config
+from .reference import reference_sequence_log_probs
 
-from __future__ import annotations
-
-from collections.abc import Callable
-
-import torch
-from datasets import Dataset
-from peft import LoraConfig, PeftModel
-from torch import nn
-from tqdm.auto import tqdm
-
-from .answer_tokens import forward_answer_tokens
-from .assistant import projection_lora_config
-from .losses import sequence_log_probs
-from .utils import eval_mode
-
-
-def default_baseline_lora_config(model: nn.Module) -> LoraConfig:
-    """LoRA of the baselines: r=16, alpha=32, dropout 0.05 on the attention and MLP projections of every layer."""
-    return projection_lora_config(model, r=16, lora_alpha=32)
-
-
-@torch.no_grad()
-def reference_sequence_log_probs(
-    model: PeftModel,
-    dataset: Dataset,
-    collate: Callable[[list[dict]], dict[str, torch.Tensor]],
-    *,
-    input_ids_column: str = "input_ids",
-    labels_column: str = "labels",
-    batch_size: int = 8,
-    device: torch.device | str = "cpu",
-    description: str = "Reference log-probs",
-    disable_progress: bool = False,
-) -> list[float]:
-    """`log π_ref(y|x)` of every example (summed over answer tokens), with the adapter disabled, in dataset order."""
-    values: list[float] = []
-    with eval_mode(model), model.disable_adapter():
-        for start in tqdm(range(0, len(dataset), batch_size), desc=description, disable=disable_progress):
-            rows = dataset[start : start + batch_size]
-            batch = collate(
-                [
-                    {"input_ids": ids, "labels": labels}
-                    for ids, labels in zip(rows[input_ids_column], rows[labels_column], strict=True)
-                ]
-            )
-            answer = forward_answer_tokens(
-                model,
-                batch["input_ids"].to(device),
-                batch["attention_mask"].to(device),
-                batch["labels"].to(device),
-            )
-            log_probs, _ = sequence_log_probs(answer)
-            values.extend(log_probs.float().cpu().tolist())
-    return values
+__all__ = ["default_baseline_lora_config", "reference_sequence_log_probs"]

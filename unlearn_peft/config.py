@@ -9,54 +9,12 @@ from typing import Any
 from transformers import TrainingArguments
 
 from .logit_difference import DEFAULT_MIN_TOKENS_TO_KEEP
+from .methods import METHODS, get_method
 
-SUPPORTED_METHODS: tuple[str, ...] = ("uld", "ga", "npo", "simnpo", "idk_dpo")
 RETAIN_LOSSES: tuple[str, ...] = ("none", "nll", "kl")
-
-# Per-method defaults (ULD paper; open-unlearning and the baselines' papers, adapted to LoRA: see the docstring).
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "uld": {
-        "learning_rate": 1e-3,
-        "forget_loss_weight": 1.0,
-        "retain_loss_weight": 6.5,
-        "min_train_steps": 300,
-        "retain_loss": None,
-        "beta": None,
-    },
-    "ga": {
-        "learning_rate": 1e-4,
-        "forget_loss_weight": 1.0,
-        "retain_loss_weight": 1.0,
-        "min_train_steps": 0,
-        "retain_loss": "none",
-        "beta": None,
-    },
-    "npo": {
-        "learning_rate": 1e-4,
-        "forget_loss_weight": 1.0,
-        "retain_loss_weight": 1.0,
-        "min_train_steps": 0,
-        "retain_loss": "nll",
-        "beta": 0.1,
-    },
-    "simnpo": {
-        "learning_rate": 1e-4,
-        # γ of open-unlearning's configs/trainer/SimNPO.yaml (Fan et al. 2024 weigh the forget term the same way).
-        "forget_loss_weight": 0.125,
-        "retain_loss_weight": 1.0,
-        "min_train_steps": 0,
-        "retain_loss": "nll",
-        "beta": 4.5,
-    },
-    "idk_dpo": {
-        "learning_rate": 1e-4,
-        "forget_loss_weight": 1.0,
-        "retain_loss_weight": 1.0,
-        "min_train_steps": 0,
-        "retain_loss": "nll",
-        "beta": 0.1,
-    },
-}
+SUPPORTED_METHODS: tuple[str, ...] = tuple(METHODS)
+# Per-method defaults, each defined with its method in `unlearn_peft/methods/` (kept here under its old name).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {name: method.defaults for name, method in METHODS.items()}
 
 
 @dataclass
@@ -288,10 +246,8 @@ class UnlearnConfig(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        if self.method not in SUPPORTED_METHODS:
-            raise ValueError(
-                f"UnlearnConfig: unknown method={self.method!r}. Choose one of: {', '.join(SUPPORTED_METHODS)}."
-            )
+        if self.method not in METHODS:
+            raise ValueError(f"UnlearnConfig: unknown method={self.method!r}. Choose one of: {', '.join(METHODS)}.")
         if self.method == "uld" and self.retain_loss is not None:
             raise ValueError(
                 f"UnlearnConfig: retain_loss={self.retain_loss!r} does not apply to method='uld', whose retain term "
@@ -301,7 +257,7 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(
                 f"UnlearnConfig: unknown retain_loss={self.retain_loss!r}. Choose one of: {', '.join(RETAIN_LOSSES)}."
             )
-        for name, value in METHOD_DEFAULTS[self.method].items():
+        for name, value in get_method(self.method).defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.beta is not None and self.beta <= 0:

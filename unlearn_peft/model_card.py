@@ -21,6 +21,7 @@ from peft.utils import CONFIG_NAME
 
 from .embedded import embedded_source
 from .evaluation.results import TOFU_RESULTS_SCHEMA, read_results
+from .methods import get_method
 from .sidecar import UnlearnSidecar
 from .sources import EMBEDDED_PREFIX
 
@@ -28,36 +29,6 @@ logger = logging.getLogger(__name__)
 
 ULD_TEMPLATE = "uld_adapter.md"
 BASELINE_TEMPLATE = "baseline_adapter.md"
-
-METHOD_TITLES = {
-    "uld": "ULD",
-    "ga": "gradient ascent",
-    "npo": "NPO",
-    "simnpo": "SimNPO",
-    "idk_dpo": "IdkDPO",
-}
-RETAIN_TITLES = {"none": "", "nll": " + gradient descent on retain", "kl": " + KL on retain"}
-METHOD_DESCRIPTIONS = {
-    "ga": "Gradient ascent raises the loss of the forget answers (Jang et al. 2022).",
-    "npo": "Negative Preference Optimization lowers the forget answers' likelihood relative to the reference model, "
-    "with a bounded loss (Zhang et al. 2024).",
-    "simnpo": "SimNPO is a reference-free, length-normalised NPO (Fan et al. 2024).",
-    "idk_dpo": 'IdkDPO prefers an "I don\'t know"-style refusal over the forget answer with DPO (Maini et al. 2024).',
-}
-CITATIONS = {
-    "ga": "@article{jang2022knowledge,\n  title   = {Knowledge Unlearning for Mitigating Privacy Risks in Language "
-    "Models},\n  author  = {Jang, Joel and others},\n  journal = {arXiv preprint arXiv:2210.01504},\n"
-    "  year    = {2022}\n}",
-    "npo": "@article{zhang2024negative,\n  title   = {Negative Preference Optimization: From Catastrophic Collapse to "
-    "Effective Unlearning},\n  author  = {Zhang, Ruiqi and Lin, Licong and Bai, Yu and Mei, Song},\n  journal = "
-    "{arXiv preprint arXiv:2404.05868},\n  year    = {2024}\n}",
-    "simnpo": "@article{fan2024simplicity,\n  title   = {Simplicity Prevails: Rethinking Negative Preference "
-    "Optimization for LLM Unlearning},\n  author  = {Fan, Chongyu and others},\n  journal = {arXiv preprint "
-    "arXiv:2410.07163},\n  year    = {2024}\n}",
-    "idk_dpo": "@article{maini2024tofu,\n  title   = {TOFU: A Task of Fictitious Unlearning for LLMs},\n  author  = "
-    "{Maini, Pratyush and Feng, Zhili and Schwarzschild, Avi and Lipton, Zachary C. and Kolter, J. Zico},\n  "
-    "journal = {arXiv preprint arXiv:2401.06121},\n  year    = {2024}\n}",
-}
 
 
 def is_hub_id(name: str | None) -> bool:
@@ -143,8 +114,9 @@ def _hyperparameters(sidecar: UnlearnSidecar, adapter_config: Mapping[str, Any])
     training = sidecar.training
     num_layers = sidecar.base_model_fingerprint.get("num_hidden_layers")
     epochs, steps = _format(training.get("epochs_run", training.get("num_train_epochs"))), training.get("global_step")
-    rows = [("method", METHOD_TITLES.get(sidecar.method, sidecar.method))]
-    if sidecar.method == "uld":
+    method = get_method(sidecar.method)
+    rows = [("method", method.title)]
+    if method.trains_assistant:
         rows += [
             ("assistant layers K", f"{sidecar.assistant_num_layers} of {num_layers}"),
             ("assistant weight α", _format(sidecar.assistant_weight)),
@@ -233,10 +205,9 @@ def render_model_card(
         }
     )
     results = load_evaluation(evaluation)
-    is_uld = sidecar.method == "uld"
-    method_title = METHOD_TITLES.get(sidecar.method, sidecar.method)
-    if not is_uld:
-        method_title += RETAIN_TITLES.get(training.get("retain_loss") or "none", "")
+    method = get_method(sidecar.method)
+    is_uld = method.trains_assistant
+    method_title = method.card_title(training.get("retain_loss"))
     card_data = ModelCardData(
         base_model=base_model,
         library_name="unlearn-peft" if is_uld else "peft",
@@ -257,8 +228,8 @@ def render_model_card(
         base_model_url=f"https://huggingface.co/{base_model}" if base_model else "",
         base_model_note=base_model_note,
         method_title=method_title,
-        method_description=METHOD_DESCRIPTIONS.get(sidecar.method, ""),
-        citation=CITATIONS.get(sidecar.method, ""),
+        method_description=method.description,
+        citation=method.citation,
         assistant_num_layers=sidecar.assistant_num_layers,
         base_num_layers=sidecar.base_model_fingerprint.get("num_hidden_layers"),
         assistant_weight=_format(sidecar.assistant_weight),

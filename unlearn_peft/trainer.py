@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from peft import PeftConfig, PeftModel, get_peft_model
+from peft import PeftConfig, PeftModel
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
@@ -28,40 +28,24 @@ from transformers import (
 from transformers.trainer import TRAINING_ARGS_NAME as TRAINING_ARGS_PICKLE
 
 from .answer_tokens import AnswerTokens, forward_answer_tokens
-from .assistant import (
-    default_assistant_lora_config,
-    early_exit_view,
-    resolve_assistant_num_layers,
-    restrict_lora_config_to_assistant,
-)
-from .baselines import default_baseline_lora_config, reference_sequence_log_probs
 from .config import UnlearnConfig
 from .convergence import ConvergenceTracker, StopWhenConverged
 from .data import (
-    DEFAULT_REFUSAL_ANSWERS,
     ForgetRetainCollator,
     ForgetRetainDataset,
     as_dataset,
     concatenate_tokenized,
-    paraphrase_augmentation,
-    perturbed_retain_augmentation,
     tokenize_dataset,
-    with_refusal_answers,
 )
 from .hub import push_adapter
 from .losses import (
     count_loss_tokens,
-    dpo_loss,
-    gradient_ascent_loss,
-    nll_loss,
-    npo_loss,
-    reference_kl_loss,
     sequence_log_probs,
-    simnpo_loss,
-    uniform_kl_loss,
 )
+from .methods import get_method
 from .model_card import render_model_card
-from .quiet import announce_quantization_messages, peft_wrapping
+from .quiet import announce_quantization_messages
+from .reference import reference_sequence_log_probs
 from .saving import staged_save
 from .sidecar import UnlearnSidecar, base_model_fingerprint, base_model_reference
 from .utils import torch_dtype
@@ -196,9 +180,8 @@ class UnlearnTrainer(Trainer):
 
         self.target_model = model
         self.method = args.method
-        self.assistant_num_layers = (
-            resolve_assistant_num_layers(args.assistant_num_layers, model.config) if self.method == "uld" else None
-        )
+        self.unlearning_method = get_method(args.method)
+        self.assistant_num_layers = self.unlearning_method.assistant_num_layers(model, args)
         train_dataset = self._prepare_train_dataset(forget_dataset, retain_dataset, tokenizer, args)
         # Names (never contents) of the datasets, for the sidecar and the model card.
         for key, name in (("forget_dataset", forget_dataset_name), ("retain_dataset", retain_dataset_name)):
@@ -206,17 +189,7 @@ class UnlearnTrainer(Trainer):
                 self.dataset_summary[key] = name
         prepared_eval = self._prepare_eval_dataset(eval_dataset, tokenizer, args)
 
-        if self.method == "uld":
-            if peft_config is None:
-                peft_config = default_assistant_lora_config(model, self.assistant_num_layers)
-            else:
-                peft_config = restrict_lora_config_to_assistant(peft_config, model, self.assistant_num_layers)
-            with peft_wrapping():
-                trained_model = get_peft_model(early_exit_view(model, self.assistant_num_layers), peft_config)
-        else:
-            # The reference model is this same model with the adapter disabled: no second copy.
-            with peft_wrapping():
-                trained_model = get_peft_model(model, peft_config or default_baseline_lora_config(model))
+        trained_model = self.unlearning_method.wrap_model(model, peft_config, args)
 
         if data_collator is None:
             data_collator = ForgetRetainCollator(pad_token_id=tokenizer.pad_token_id)
@@ -238,13 +211,13 @@ class UnlearnTrainer(Trainer):
         self._apply_min_train_steps()
         self.convergence: ConvergenceTracker | None = None
         self.convergence_summary: dict[str, Any] = {}
-        if self.method == "uld":
+        if self.unlearning_method.trains_assistant:
             self.convergence = ConvergenceTracker(
                 args.converged_forget_nll, args.converged_retain_kl, args.convergence_window
             )
             if args.stop_when_converged:
                 self.add_callback(StopWhenConverged(self.convergence))
-        if self.method in ("npo", "idk_dpo") and args.precompute_reference_log_probs:
+        if self.unlearning_method.reference_groups and args.precompute_reference_log_probs:
             self._cache_reference_log_probs()
 
     # ------------------------------------------------------------------ data
@@ -264,16 +237,16 @@ class UnlearnTrainer(Trainer):
             raise ValueError(
                 "retain_dataset is empty: pass rows the model must keep, or None with retain_loss_weight=0."
             )
-        if retain is None and args.retain_loss_weight > 0 and args.retain_loss != "none":
+        uses_retain = self.unlearning_method.uses_retain(args)
+        if retain is None and uses_retain:
             raise ValueError(
                 f"retain_dataset is required for method={args.method!r} with retain_loss_weight="
                 f"{args.retain_loss_weight} > 0 (retain term: "
                 f"{args.retain_loss or 'KL(uniform ‖ assistant)'}). Pass one, or set retain_loss_weight=0."
             )
 
-        is_uld = args.method == "uld"
-        paraphrased = paraphrase_augmentation(forget) if is_uld and args.augment_forget_with_paraphrases else None
-        perturbed = perturbed_retain_augmentation(forget) if is_uld and args.augment_retain_with_perturbed else None
+        paraphrased = self.unlearning_method.forget_augmentation(forget, args)
+        perturbed = self.unlearning_method.retain_augmentation(forget, args)
         tokenize = dict(tokenizer=tokenizer, max_length=args.max_length)
         forget_tokens = concatenate_tokenized(
             [
@@ -283,16 +256,9 @@ class UnlearnTrainer(Trainer):
                 else None,
             ]
         )
-        if args.method == "idk_dpo":
-            refusals = list(args.refusal_answers or DEFAULT_REFUSAL_ANSWERS)
-            chosen = tokenize_dataset(
-                with_refusal_answers(forget, refusals, "forget_dataset"),
-                name="forget_dataset (refusal answers)",
-                **tokenize,
-            )
-            forget_tokens = forget_tokens.add_column("chosen_input_ids", chosen["input_ids"])
-            forget_tokens = forget_tokens.add_column("chosen_labels", chosen["labels"])
-        uses_retain = args.retain_loss_weight > 0 and args.retain_loss != "none"
+        forget_tokens = self.unlearning_method.add_forget_columns(
+            forget_tokens, forget, lambda rows, name: tokenize_dataset(rows, name=name, **tokenize), args
+        )
         retain_tokens = None
         if retain is not None and uses_retain:
             retain_tokens = concatenate_tokenized(
@@ -364,10 +330,12 @@ class UnlearnTrainer(Trainer):
     def _cache_reference_log_probs(self) -> None:
         """Store `log π_ref(y|x)` of every forget example (and of its refusal, for idk_dpo) before training."""
         forget = self.train_dataset.forget
-        sides = [("input_ids", "labels", "reference_log_prob")]
-        if self.method == "idk_dpo":
-            sides.append(("chosen_input_ids", "chosen_labels", "chosen_reference_log_prob"))
-        for input_ids_column, labels_column, output_column in sides:
+        # A batch group `forget_<side>` comes from the forget rows' columns `<side>_input_ids`, `<side>_labels`.
+        sides = [group.removeprefix("forget").lstrip("_") for group in self.unlearning_method.reference_groups]
+        for side in sides:
+            prefix = f"{side}_" if side else ""
+            input_ids_column, labels_column = f"{prefix}input_ids", f"{prefix}labels"
+            output_column = f"{prefix}reference_log_prob"
             values = reference_sequence_log_probs(
                 self.model,
                 forget,
@@ -428,11 +396,15 @@ class UnlearnTrainer(Trainer):
         sizes = [inputs[f"{group}_input_ids"].shape[0] for group in groups]
         by_group = dict(zip(groups, answers.split(sizes), strict=True))
 
-        forget_term, forget_local_count = self._forget_term(by_group, inputs, counts)
-        terms = {"forget": (forget_term, counts.get(forget_local_count[0]), forget_local_count[1])}
-        loss = self.args.forget_loss_weight * forget_term
+        if self.unlearning_method.reference_groups and "forget_reference_log_prob" not in inputs:
+            inputs = {**inputs, **self._reference_log_probs_now(inputs)}
+        forget = self.unlearning_method.forget_term(by_group, inputs, counts, self.args)
+        terms = {"forget": (forget.loss, counts.get(forget.count_name), forget.local_count)}
+        loss = self.args.forget_loss_weight * forget.loss
         if "retain" in by_group:
-            retain_term = self._retain_term(model, by_group["retain"], inputs, counts)
+            retain_term = self.unlearning_method.retain_term(
+                by_group["retain"], lambda: self._reference_answers(model, inputs, "retain"), counts, self.args
+            )
             terms["retain"] = (retain_term, counts.get("retain"), count_loss_tokens(inputs["retain_labels"]))
             loss = loss + self.args.retain_loss_weight * retain_term
 
@@ -443,67 +415,20 @@ class UnlearnTrainer(Trainer):
             loss = loss * self.accelerator.num_processes
         return (loss, answers) if return_outputs else loss
 
-    def _forget_term(
-        self, answers: dict[str, AnswerTokens], inputs: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, tuple[str, torch.Tensor]]:
-        """The method's forget term, and (name of its global count, its local count) for logging."""
-        labels, beta = inputs["forget_labels"], self.args.beta
-        tokens = ("forget", count_loss_tokens(labels))
-        sequences = ("forget_sequences", torch.tensor(labels.shape[0], device=labels.device))
-        if self.method == "uld":
-            return nll_loss(answers["forget"], counts.get("forget")), tokens
-        if self.method == "ga":
-            return gradient_ascent_loss(answers["forget"], counts.get("forget")), tokens
-        log_probs, lengths = sequence_log_probs(answers["forget"])
-        num_sequences = counts.get("forget_sequences")
-        if self.method in ("npo", "idk_dpo") and "forget_reference_log_prob" not in inputs:
-            inputs = {**inputs, **self._reference_log_probs_now(inputs)}
-        if self.method == "npo":
-            return npo_loss(log_probs, inputs["forget_reference_log_prob"], beta, num_sequences), sequences
-        if self.method == "simnpo":
-            return simnpo_loss(log_probs, lengths, beta, self.args.simnpo_delta, num_sequences), sequences
-        chosen_log_probs, _ = sequence_log_probs(answers["forget_chosen"])
-        loss = dpo_loss(
-            chosen_log_probs,
-            inputs["forget_chosen_reference_log_prob"],
-            log_probs,
-            inputs["forget_reference_log_prob"],
-            beta,
-            num_sequences,
-        )
-        return loss, sequences
-
     def _reference_log_probs_now(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Reference log-probs of this batch's forget sequences, with an extra forward (no precomputation)."""
-        reference = self.accelerator.unwrap_model(self.model)
-        values = {}
-        sides = [("forget", "forget_reference_log_prob")]
-        if "forget_chosen_input_ids" in inputs:
-            sides.append(("forget_chosen", "forget_chosen_reference_log_prob"))
-        with torch.no_grad(), reference.disable_adapter():
-            for prefix, key in sides:
-                answer = forward_answer_tokens(
-                    reference,
-                    inputs[f"{prefix}_input_ids"],
-                    inputs[f"{prefix}_attention_mask"],
-                    inputs[f"{prefix}_labels"],
-                )
-                values[key] = sequence_log_probs(answer)[0]
-        return values
+        return {
+            f"{group}_reference_log_prob": sequence_log_probs(self._reference_answers(self.model, inputs, group))[0]
+            for group in self.unlearning_method.reference_groups
+        }
 
-    def _retain_term(
-        self, model: nn.Module, answer: AnswerTokens, inputs: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        if self.method == "uld":
-            return uniform_kl_loss(answer, counts.get("retain"))
-        if self.args.retain_loss == "nll":
-            return nll_loss(answer, counts.get("retain"))
+    def _reference_answers(self, model: nn.Module, inputs: dict[str, torch.Tensor], group: str) -> AnswerTokens:
+        """The reference model's answer tokens for one batch group: the same model with the adapter disabled."""
         reference = self.accelerator.unwrap_model(model)
         with torch.no_grad(), reference.disable_adapter():
-            reference_answer = forward_answer_tokens(
-                reference, inputs["retain_input_ids"], inputs["retain_attention_mask"], inputs["retain_labels"]
+            return forward_answer_tokens(
+                reference, inputs[f"{group}_input_ids"], inputs[f"{group}_attention_mask"], inputs[f"{group}_labels"]
             )
-        return reference_kl_loss(answer, reference_answer, counts.get("retain"))
 
     def _check_finite(self, terms: dict[str, tuple[torch.Tensor, Any, Any]]) -> None:
         """Stop training with a clear error when a loss term is NaN or infinite (the last checkpoint stays)."""
@@ -595,12 +520,10 @@ class UnlearnTrainer(Trainer):
             base_model_fingerprint=base_model_fingerprint(self.target_model),
             library_version=__version__,
             assistant_num_layers=self.assistant_num_layers,
-            assistant_weight=args.assistant_weight if self.method == "uld" else None,
-            plausibility_threshold=args.plausibility_threshold if self.method == "uld" else None,
-            min_tokens_to_keep=args.min_tokens_to_keep if self.method == "uld" else None,
+            **self.unlearning_method.sidecar_fields(args),
             training={
                 **self.dataset_summary,
-                "retain_loss": args.retain_loss if self.method != "uld" else "uniform_kl",
+                "retain_loss": self.unlearning_method.retain_loss_name(args),
                 "beta": args.beta,
                 "forget_loss_weight": args.forget_loss_weight,
                 "retain_loss_weight": args.retain_loss_weight,

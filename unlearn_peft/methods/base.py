@@ -1,0 +1,148 @@
+"""What an unlearning method is to [`UnlearnTrainer`]: one object per method, registered by name.
+
+A method says which model it trains (ULD's assistant view, or an adapter on the whole model), its defaults, which
+extra rows it trains on, which reference log-probabilities its loss needs, its forget and retain terms (calling
+the pure functions of `unlearn_peft.losses`), and how its model card names and cites it. The trainer keeps the
+shared machinery (data, counting, logging, saving) and asks the method for everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
+from torch import nn
+from transformers import PreTrainedModel
+
+from ..answer_tokens import AnswerTokens
+from ..assistant import projection_lora_config
+from ..losses import nll_loss, reference_kl_loss
+from ..quiet import peft_wrapping
+
+if TYPE_CHECKING:
+    from ..config import UnlearnConfig
+
+Tokenize = Callable[[Dataset, str], Dataset]
+"""`tokenize(rows, name)`: the trainer's tokenisation of a dataset (chat template, answer-only labels)."""
+
+
+@dataclass(frozen=True)
+class ForgetTerm:
+    """A method's forget loss, and what it is a mean over (for logging across processes).
+
+    Attributes:
+        loss: the term, already divided by the optimiser step's global count.
+        count_name: `"forget"` (answer tokens) or `"forget_sequences"` (sequence-level losses).
+        local_count: this micro-batch's count of the same unit.
+    """
+
+    loss: torch.Tensor
+    count_name: str
+    local_count: torch.Tensor
+
+
+class UnlearningMethod:
+    """Base class of the methods. Subclasses set the class attributes and implement `forget_term`."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    description: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]]
+    """Values of the `UnlearnConfig` fields left at `None`: learning_rate, forget/retain_loss_weight,
+    min_train_steps, retain_loss, beta."""
+    trains_assistant: ClassVar[bool] = False
+    """`True`: the adapter sits on an early-exit view of the first K layers (ULD); `False`: on every layer."""
+    reference_groups: ClassVar[tuple[str, ...]] = ()
+    """Batch groups whose reference log-probabilities `forget_term` reads (`"forget"`, `"forget_chosen"`)."""
+
+    def assistant_num_layers(self, model: PreTrainedModel, args: UnlearnConfig) -> int | None:
+        """How many layers the trained view has; `None` when the adapter covers the whole model."""
+        return None
+
+    def wrap_model(self, model: PreTrainedModel, peft_config: PeftConfig | None, args: UnlearnConfig) -> PeftModel:
+        """The trained model: here a LoRA on every layer of `model`, in place; its reference is the same model with
+        the adapter disabled (no second copy)."""
+        with peft_wrapping():
+            return get_peft_model(model, peft_config or default_baseline_lora_config(model))
+
+    def forget_augmentation(self, forget: Dataset, args: UnlearnConfig) -> Dataset | None:
+        """Extra forget rows derived from the forget set (ULD: paraphrased answers)."""
+        return None
+
+    def retain_augmentation(self, forget: Dataset, args: UnlearnConfig) -> Dataset | None:
+        """Extra retain rows derived from the forget set (ULD: perturbed answers)."""
+        return None
+
+    def add_forget_columns(
+        self, forget_tokens: Dataset, forget: Dataset, tokenize: Tokenize, args: UnlearnConfig
+    ) -> Dataset:
+        """Columns the loss needs next to the tokenised forget rows (IdkDPO: the refusal answers)."""
+        return forget_tokens
+
+    def forget_term(
+        self,
+        answers: dict[str, AnswerTokens],
+        inputs: dict[str, torch.Tensor],
+        counts: dict[str, torch.Tensor],
+        args: UnlearnConfig,
+    ) -> ForgetTerm:
+        raise NotImplementedError
+
+    def uses_retain(self, args: UnlearnConfig) -> bool:
+        return args.retain_loss_weight > 0 and args.retain_loss != "none"
+
+    def retain_term(
+        self,
+        answer: AnswerTokens,
+        reference_answer: Callable[[], AnswerTokens],
+        counts: dict[str, torch.Tensor],
+        args: UnlearnConfig,
+    ) -> torch.Tensor:
+        """Baselines: NLL on the retain answers (`retain_loss="nll"`, gradient descent) or
+        `KL(π_ref ‖ π_θ)` to the reference model (`"kl"`)."""
+        if args.retain_loss == "nll":
+            return nll_loss(answer, counts.get("retain"))
+        return reference_kl_loss(answer, reference_answer(), counts.get("retain"))
+
+    def retain_loss_name(self, args: UnlearnConfig) -> str | None:
+        """How the sidecar and the card name the retain term."""
+        return args.retain_loss
+
+    def sidecar_fields(self, args: UnlearnConfig) -> dict[str, Any]:
+        """Method-specific fields of the sidecar (ULD: α, τ and the filter floor)."""
+        return {}
+
+    def card_title(self, retain_loss: str | None) -> str:
+        suffix = {"nll": " + gradient descent on retain", "kl": " + KL on retain"}.get(retain_loss or "none", "")
+        return self.title + suffix
+
+
+def default_baseline_lora_config(model: nn.Module) -> LoraConfig:
+    """LoRA of the baselines: r=16, alpha=32, dropout 0.05 on the attention and MLP projections of every layer."""
+    return projection_lora_config(model, r=16, lora_alpha=32)
+
+
+METHODS: dict[str, UnlearningMethod] = {}
+
+
+def register_method(method: type[UnlearningMethod]) -> type[UnlearningMethod]:
+    """Make `method` available as `UnlearnConfig(method=method.name)` (usable as a class decorator)."""
+    METHODS[method.name] = method()
+    return method
+
+
+def get_method(name: str) -> UnlearningMethod:
+    """The registered method called `name`; an unknown name raises listing the registered ones."""
+    if name not in METHODS:
+        raise ValueError(f"Unknown unlearning method {name!r}. Registered: {', '.join(METHODS)}.")
+    return METHODS[name]
+
+
+def sequence_count(labels: torch.Tensor) -> torch.Tensor:
+    """This micro-batch's number of forget sequences (the unit of sequence-level losses)."""
+    return torch.tensor(labels.shape[0], device=labels.device)

@@ -1,0 +1,45 @@
+"""Gradient ascent (Jang et al. 2022, "Knowledge Unlearning for Mitigating Privacy Risks in Language Models",
+arXiv 2210.01504): raise the forget answers' NLL, `L_f = −NLL`, optionally with a retain term."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..answer_tokens import AnswerTokens
+from ..losses import count_loss_tokens, gradient_ascent_loss
+from .base import ForgetTerm, UnlearningMethod
+
+if TYPE_CHECKING:
+    from ..config import UnlearnConfig
+
+
+class GradientAscent(UnlearningMethod):
+    name = "ga"
+    title = "gradient ascent"
+    description = "Gradient ascent raises the loss of the forget answers (Jang et al. 2022)."
+    citation = """@article{jang2022knowledge,
+  title   = {Knowledge Unlearning for Mitigating Privacy Risks in Language Models},
+  author  = {Jang, Joel and others},
+  journal = {arXiv preprint arXiv:2210.01504},
+  year    = {2022}
+}"""
+    defaults = {
+        "learning_rate": 1e-4,
+        "forget_loss_weight": 1.0,
+        "retain_loss_weight": 1.0,
+        "min_train_steps": 0,
+        "retain_loss": "none",
+        "beta": None,
+    }
+
+    def forget_term(
+        self,
+        answers: dict[str, AnswerTokens],
+        inputs: dict[str, torch.Tensor],
+        counts: dict[str, torch.Tensor],
+        args: UnlearnConfig,
+    ) -> ForgetTerm:
+        loss = gradient_ascent_loss(answers["forget"], counts.get("forget"))
+        return ForgetTerm(loss, "forget", count_loss_tokens(inputs["forget_labels"]))

@@ -1,0 +1,48 @@
+"""SimNPO (Fan et al. 2024, "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning",
+arXiv 2410.07163): NPO without a reference model, length-normalised,
+`L_f = −(2/β) · mean log σ(−β/|y| · log π_θ(y|x) − δ)`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..answer_tokens import AnswerTokens
+from ..losses import sequence_log_probs, simnpo_loss
+from .base import ForgetTerm, UnlearningMethod, sequence_count
+
+if TYPE_CHECKING:
+    from ..config import UnlearnConfig
+
+
+class SimNPO(UnlearningMethod):
+    name = "simnpo"
+    title = "SimNPO"
+    description = "SimNPO is a reference-free, length-normalised NPO (Fan et al. 2024)."
+    citation = """@article{fan2024simplicity,
+  title   = {Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning},
+  author  = {Fan, Chongyu and others},
+  journal = {arXiv preprint arXiv:2410.07163},
+  year    = {2024}
+}"""
+    defaults = {
+        "learning_rate": 1e-4,
+        # γ of open-unlearning's configs/trainer/SimNPO.yaml (Fan et al. 2024 weigh the forget term the same way).
+        "forget_loss_weight": 0.125,
+        "retain_loss_weight": 1.0,
+        "min_train_steps": 0,
+        "retain_loss": "nll",
+        "beta": 4.5,
+    }
+
+    def forget_term(
+        self,
+        answers: dict[str, AnswerTokens],
+        inputs: dict[str, torch.Tensor],
+        counts: dict[str, torch.Tensor],
+        args: UnlearnConfig,
+    ) -> ForgetTerm:
+        log_probs, lengths = sequence_log_probs(answers["forget"])
+        loss = simnpo_loss(log_probs, lengths, args.beta, args.simnpo_delta, counts.get("forget_sequences"))
+        return ForgetTerm(loss, "forget_sequences", sequence_count(inputs["forget_labels"]))

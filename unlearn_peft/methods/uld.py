@@ -1,0 +1,118 @@
+"""ULD: Unlearning from Logit Difference (Ji et al. 2024, "Reversing the Forget-Retain Objectives", arXiv 2406.08607).
+
+An assistant (the model's first K layers, its final norm and LM head, with a LoRA on those layers) learns to
+*remember* the forget set, `L_f = NLL`, and to *forget* the retain set, `L_r = KL(U ‖ p)` towards the uniform
+distribution; at inference the unlearned logits are `target − α · assistant` on the target's plausible tokens
+(`unlearn_peft.logit_difference`). Defaults and where they depart from the paper: `UnlearnConfig`'s docstring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from datasets import Dataset
+from peft import PeftConfig, PeftModel, get_peft_model
+from transformers import PreTrainedModel
+
+from ..answer_tokens import AnswerTokens
+from ..assistant import (
+    default_assistant_lora_config,
+    early_exit_view,
+    resolve_assistant_num_layers,
+    restrict_lora_config_to_assistant,
+)
+from ..data import paraphrase_augmentation, perturbed_retain_augmentation
+from ..losses import count_loss_tokens, nll_loss, uniform_kl_loss
+from ..quiet import peft_wrapping
+from .base import ForgetTerm, UnlearningMethod
+
+if TYPE_CHECKING:
+    from ..config import UnlearnConfig
+
+CITATION = (
+    "@article{ji2024reversing,\n"
+    "  title   = {Reversing the Forget-Retain Objectives: An Efficient LLM Unlearning Framework from Logit "
+    "Difference},\n"
+    "  author  = {Ji, Jiabao and Liu, Yujian and Zhang, Yang and Liu, Gaowen and Kompella, Ramana Rao and Liu, "
+    "Sijia and Chang, Shiyu},\n"
+    "  journal = {arXiv preprint arXiv:2406.08607},\n"
+    "  year    = {2024}\n"
+    "}"
+)
+
+
+class ULD(UnlearningMethod):
+    name = "uld"
+    title = "ULD"
+    description = (
+        "ULD trains an assistant to remember the forget set and forget the retain set, then subtracts its logits "
+        "from the target's (Ji et al. 2024)."
+    )
+    citation = CITATION
+    defaults = {
+        "learning_rate": 1e-3,
+        "forget_loss_weight": 1.0,
+        "retain_loss_weight": 6.5,
+        "min_train_steps": 300,
+        "retain_loss": None,
+        "beta": None,
+    }
+    trains_assistant = True
+
+    def assistant_num_layers(self, model: PreTrainedModel, args: UnlearnConfig) -> int:
+        return resolve_assistant_num_layers(args.assistant_num_layers, model.config)
+
+    def wrap_model(self, model: PreTrainedModel, peft_config: PeftConfig | None, args: UnlearnConfig) -> PeftModel:
+        """A LoRA on the early-exit view of the first K layers, sharing every weight with `model`."""
+        num_layers = self.assistant_num_layers(model, args)
+        if peft_config is None:
+            peft_config = default_assistant_lora_config(model, num_layers)
+        else:
+            peft_config = restrict_lora_config_to_assistant(peft_config, model, num_layers)
+        with peft_wrapping():
+            return get_peft_model(early_exit_view(model, num_layers), peft_config)
+
+    def forget_augmentation(self, forget: Dataset, args: UnlearnConfig) -> Dataset | None:
+        return paraphrase_augmentation(forget) if args.augment_forget_with_paraphrases else None
+
+    def retain_augmentation(self, forget: Dataset, args: UnlearnConfig) -> Dataset | None:
+        return perturbed_retain_augmentation(forget) if args.augment_retain_with_perturbed else None
+
+    def forget_term(
+        self,
+        answers: dict[str, AnswerTokens],
+        inputs: dict[str, torch.Tensor],
+        counts: dict[str, torch.Tensor],
+        args: UnlearnConfig,
+    ) -> ForgetTerm:
+        """The assistant *remembers* the forget answers: their NLL."""
+        loss = nll_loss(answers["forget"], counts.get("forget"))
+        return ForgetTerm(loss, "forget", count_loss_tokens(inputs["forget_labels"]))
+
+    def uses_retain(self, args: UnlearnConfig) -> bool:
+        return args.retain_loss_weight > 0
+
+    def retain_term(
+        self,
+        answer: AnswerTokens,
+        reference_answer: Callable[[], AnswerTokens],
+        counts: dict[str, torch.Tensor],
+        args: UnlearnConfig,
+    ) -> torch.Tensor:
+        """The assistant *forgets* the retain answers: `KL(U ‖ p)` towards the uniform distribution."""
+        return uniform_kl_loss(answer, counts.get("retain"))
+
+    def retain_loss_name(self, args: UnlearnConfig) -> str:
+        return "uniform_kl"
+
+    def sidecar_fields(self, args: UnlearnConfig) -> dict[str, Any]:
+        return {
+            "assistant_weight": args.assistant_weight,
+            "plausibility_threshold": args.plausibility_threshold,
+            "min_tokens_to_keep": args.min_tokens_to_keep,
+        }
+
+    def card_title(self, retain_loss: str | None) -> str:
+        return self.title
