@@ -198,6 +198,14 @@ class UnlearnConfig(TrainingArguments):
             "0 disables it. Ignored when max_steps is set. None: 300 for uld, 0 for the baselines."
         },
     )
+    load_assistant_layers_only: bool = field(
+        default=True,
+        metadata={
+            "help": "uld, with `model` given as an id or path: load (and download) only the embeddings, the first K "
+            "layers, the final norm and the LM head, which is all the assistant runs. The sidecar still describes "
+            "the full base."
+        },
+    )
     stop_when_converged: bool = field(
         default=True,
         metadata={

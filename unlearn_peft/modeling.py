@@ -21,17 +21,24 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .assistant import early_exit_view, find_decoder_layers
+from .assistant import early_exit_view, find_decoder_layers, num_decoder_layers
 from .cache import ULDCache
 from .hub import ADAPTER_WEIGHTS_NAME, push_adapter, resolve_adapter_dir
 from .logit_difference import uld_logits
 from .quiet import announce_quantization_messages, peft_wrapping
 from .saving import staged_save
 from .sidecar import UnlearnSidecar, base_model_fingerprint
+from .truncated import is_truncated
 
 
 def check_fingerprint(recorded: dict[str, Any], base: PreTrainedModel, source: str) -> None:
-    """Refuse a base model whose fingerprint differs from the one recorded in the adapter's sidecar."""
+    """Refuse a base model whose fingerprint differs from the one recorded in the adapter's sidecar, and a model
+    loaded with only an assistant's layers (it describes its full checkpoint but is not the base)."""
+    if is_truncated(base):
+        raise ValueError(
+            f"The given base holds only the first {num_decoder_layers(base.config)} decoder layers of its checkpoint "
+            "(loaded that way for ULD training); it cannot serve as the base of an adapter. Load the full model."
+        )
     actual = base_model_fingerprint(base)
     differences = {
         key: (recorded.get(key), actual.get(key)) for key in recorded if recorded.get(key) != actual.get(key)

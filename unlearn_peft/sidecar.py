@@ -15,6 +15,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from .assistant import num_decoder_layers
 from .logit_difference import DEFAULT_MIN_TOKENS_TO_KEEP
+from .truncated import full_config
 
 SIDECAR_NAME = "unlearn_config.json"
 # 2: adds `min_tokens_to_keep`; a version-1 ULD sidecar loads with DEFAULT_MIN_TOKENS_TO_KEEP.
@@ -22,8 +23,11 @@ SIDECAR_SCHEMA_VERSION = 2
 
 
 def base_model_fingerprint(model: PreTrainedModel) -> dict[str, Any]:
-    """What an adapter depends on in its base: architecture, layer count, hidden size, vocabulary size."""
-    config = model.config
+    """What an adapter depends on in its base: architecture, layer count, hidden size, vocabulary size.
+
+    For a model loaded with only the assistant's layers, the checkpoint's full config is described.
+    """
+    config = full_config(model)
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     return {
         "model_type": getattr(config, "model_type", None),

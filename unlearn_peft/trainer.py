@@ -26,8 +26,10 @@ from transformers import (
     TrainerCallback,
 )
 from transformers.trainer import TRAINING_ARGS_NAME as TRAINING_ARGS_PICKLE
+from transformers.trainer_utils import set_seed
 
 from .answer_tokens import AnswerTokens, forward_answer_tokens
+from .assistant import resolve_assistant_num_layers
 from .config import UnlearnConfig
 from .convergence import ConvergenceTracker, StopWhenConverged
 from .data import (
@@ -48,6 +50,7 @@ from .quiet import announce_quantization_messages
 from .reference import reference_sequence_log_probs
 from .saving import staged_save
 from .sidecar import UnlearnSidecar, base_model_fingerprint, base_model_reference
+from .truncated import load_assistant_layers, load_config
 from .utils import torch_dtype
 from .version import __version__
 
@@ -56,8 +59,18 @@ logger = logging.getLogger(__name__)
 TRAINING_ARGS_JSON = "training_args.json"
 
 
-def load_causal_lm(model_id: str, model_init_kwargs: dict[str, Any] | None) -> PreTrainedModel:
-    """Load a causal LM by Hub id or local path with `model_init_kwargs` (TRL conventions)."""
+def load_causal_lm(
+    model_id: str,
+    model_init_kwargs: dict[str, Any] | None,
+    *,
+    only_assistant_layers: bool = False,
+    assistant_num_layers: int | None = None,
+) -> PreTrainedModel:
+    """Load a causal LM by Hub id or local path with `model_init_kwargs` (TRL conventions).
+
+    With `only_assistant_layers=True`, only the embeddings, the first `assistant_num_layers` decoder layers (default
+    a quarter), the final norm and the LM head are loaded, and from the Hub downloaded: see `unlearn_peft.truncated`.
+    """
     kwargs = dict(model_init_kwargs or {})
     if kwargs.get("dtype", "auto") != "auto":
         kwargs["dtype"] = torch_dtype(kwargs["dtype"], "model_init_kwargs['dtype']")
@@ -67,6 +80,10 @@ def load_causal_lm(model_id: str, model_init_kwargs: dict[str, Any] | None) -> P
         announce_quantization_messages()
     if kwargs.get("trust_remote_code"):
         raise ValueError("unlearn-peft never runs remote code: remove trust_remote_code from model_init_kwargs.")
+    if only_assistant_layers:
+        config = load_config(model_id, kwargs)
+        num_layers = resolve_assistant_num_layers(assistant_num_layers, config)
+        return load_assistant_layers(model_id, num_layers, config, **kwargs)
     return AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
 
 
@@ -154,7 +171,12 @@ class UnlearnTrainer(Trainer):
             raise TypeError(f"args must be an UnlearnConfig, got {type(args).__name__}.")
 
         if isinstance(model, str):
-            model = load_causal_lm(model, args.model_init_kwargs)
+            model = load_causal_lm(
+                model,
+                args.model_init_kwargs,
+                only_assistant_layers=get_method(args.method).trains_assistant and args.load_assistant_layers_only,
+                assistant_num_layers=args.assistant_num_layers,
+            )
         elif args.model_init_kwargs:
             logger.warning("model_init_kwargs are ignored because `model` is already loaded.")
         if isinstance(model, PeftModel):
@@ -189,6 +211,7 @@ class UnlearnTrainer(Trainer):
                 self.dataset_summary[key] = name
         prepared_eval = self._prepare_eval_dataset(eval_dataset, tokenizer, args)
 
+        set_seed(args.seed)  # the LoRA's initial weights, whatever loading the model consumed of the RNG
         trained_model = self.unlearning_method.wrap_model(model, peft_config, args)
 
         if data_collator is None:

@@ -20,12 +20,14 @@ from ..answer_tokens import AnswerTokens
 from ..assistant import (
     default_assistant_lora_config,
     early_exit_view,
+    num_decoder_layers,
     resolve_assistant_num_layers,
     restrict_lora_config_to_assistant,
 )
 from ..data import paraphrase_augmentation, perturbed_retain_augmentation
 from ..losses import count_loss_tokens, nll_loss, uniform_kl_loss
 from ..quiet import peft_wrapping
+from ..truncated import is_truncated
 from .base import ForgetTerm, UnlearningMethod
 
 if TYPE_CHECKING:
@@ -62,17 +64,21 @@ class ULD(UnlearningMethod):
     trains_assistant = True
 
     def assistant_num_layers(self, model: PreTrainedModel, args: UnlearnConfig) -> int:
+        if is_truncated(model):  # loaded with exactly the assistant's layers
+            return num_decoder_layers(model.config)
         return resolve_assistant_num_layers(args.assistant_num_layers, model.config)
 
     def wrap_model(self, model: PreTrainedModel, peft_config: PeftConfig | None, args: UnlearnConfig) -> PeftModel:
-        """A LoRA on the early-exit view of the first K layers, sharing every weight with `model`."""
+        """A LoRA on the early-exit view of the first K layers, sharing every weight with `model`; a model loaded
+        with only those layers is the assistant itself."""
         num_layers = self.assistant_num_layers(model, args)
         if peft_config is None:
             peft_config = default_assistant_lora_config(model, num_layers)
         else:
             peft_config = restrict_lora_config_to_assistant(peft_config, model, num_layers)
+        assistant = model if is_truncated(model) else early_exit_view(model, num_layers)
         with peft_wrapping():
-            return get_peft_model(early_exit_view(model, num_layers), peft_config)
+            return get_peft_model(assistant, peft_config)
 
     def forget_augmentation(self, forget: Dataset, args: UnlearnConfig) -> Dataset | None:
         return paraphrase_augmentation(forget) if args.augment_forget_with_paraphrases else None
