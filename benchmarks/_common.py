@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +23,14 @@ def machine() -> str:
 
 def command() -> str:
     return "python " + shlex.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+
+
+def commit() -> str:
+    """The short hash of the checked-out commit (with `+dirty` when the tree has changes)."""
+    root = Path(__file__).parent.parent
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout.strip()
+    return (head.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
 
 
 def append_results(title: str, table: str, notes: str = "") -> None:

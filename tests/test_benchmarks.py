@@ -27,7 +27,15 @@ def json_line(stdout: str) -> dict:
 
 
 @pytest.mark.parametrize(
-    "script", ["generation.py", "filter_definitions.py", "reference_cache.py", "uld_convergence.py", "demo_sweep.py"]
+    "script",
+    [
+        "generation.py",
+        "filter_definitions.py",
+        "reference_cache.py",
+        "uld_convergence.py",
+        "demo_sweep.py",
+        "uld_7b_shape.py",
+    ],
 )
 def test_benchmark_quick_mode_runs(script, smollm2_path):
     run_quick(script)

@@ -1,0 +1,202 @@
+"""One ULD training step on a Llama-2-7B-shaped target loaded with only the assistant's layers, on CPU: peak RSS.
+
+Nothing is downloaded. A checkpoint with Llama-2-7B's shapes (hidden 4096, MLP 11008, 32 heads, 32 layers in its
+config, bf16) is written once with random weights, holding only what a K = 8 assistant reads: the embeddings,
+layers 0..7, the final norm and the LM head (the later layers are never read by `UnlearnTrainer`, so they are not
+written: 13.5 GB of disk saved). The vocabulary is SmolLM2's (49152, the only tokenizer offline) instead of
+Llama-2's 32000: 0.2 GB more embeddings than the real model. A child process then runs
+`UnlearnTrainer("<checkpoint>", method="uld", assistant_num_layers=8)` for one optimiser step (2 forget + 2 retain
+rows of TOFU, bf16 weights) and reports its peak RSS; the arithmetic for the full model and for a Llama-3-70B shape
+in 4-bit is printed next to it.
+
+    python benchmarks/uld_7b_shape.py          # about 5 minutes on 2 CPU cores and 6 GB of RAM; appends to RESULTS.md
+    python benchmarks/uld_7b_shape.py --quick  # the same path on a tiny Llama, seconds (CI); no RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from unlearn_peft.embedded import cache_dir
+from unlearn_peft.truncated import truncated_config
+
+try:
+    from ._common import append_results, commit, markdown_table
+except ImportError:  # run as a script
+    from _common import append_results, commit, markdown_table
+
+K = 8
+GIB = 1024**3
+FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "tofu"
+
+
+def llama2_7b_config(quick: bool = False) -> LlamaConfig:
+    if quick:
+        return LlamaConfig(
+            vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=32, num_attention_heads=4
+        )
+    return LlamaConfig(
+        vocab_size=49152,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        dtype="bfloat16",
+    )
+
+
+def write_checkpoint(directory: Path, quick: bool = False) -> None:
+    """The tensors a K-layer assistant reads, random, bf16; `config.json` declares all 32 layers."""
+    if (directory / "config.json").is_file():
+        return
+    config = llama2_7b_config(quick)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM._from_config(truncated_config(config, K), dtype=torch.bfloat16)
+    staging = directory.with_name(directory.name + ".partial")
+    model.save_pretrained(staging, max_shard_size="1GB")
+    config.save_pretrained(staging)  # the full model's config: 32 layers
+    staging.rename(directory)
+
+
+def child(directory: str) -> None:
+    from transformers import AutoTokenizer
+
+    from unlearn_peft import UnlearnConfig, UnlearnTrainer
+    from unlearn_peft.embedded import smollm2_checkpoint
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_checkpoint())
+
+    def rows(name: str) -> list[dict[str, str]]:
+        lines = (FIXTURES / name).read_text().splitlines()[:2]
+        return [{"question": row["question"], "answer": row["answer"]} for row in map(json.loads, lines)]
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    started = time.perf_counter()
+    args = UnlearnConfig(
+        output_dir=str(Path(directory).with_name("uld-7b-shape-run")),
+        method="uld",
+        assistant_num_layers=K,
+        max_steps=1,
+        per_device_train_batch_size=2,
+        max_length=128,
+        use_cpu=True,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        stop_when_converged=False,
+        model_init_kwargs={"dtype": "bfloat16"},
+    )
+    trainer = UnlearnTrainer(
+        directory,
+        args=args,
+        forget_dataset=rows("forget01_perturbed.json"),
+        retain_dataset=rows("retain_perturbed_head40.json"),
+        processing_class=tokenizer,
+    )
+    loaded = time.perf_counter()
+    trainer.train()
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "rss_before": rss_before,
+                "layers_loaded": len(trainer.target_model.model.layers),
+                "parameters_loaded": sum(p.numel() for p in trainer.target_model.parameters()),
+                "load_seconds": loaded - started,
+                "step_seconds": time.perf_counter() - loaded,
+            }
+        )
+    )
+
+
+def arithmetic() -> list[list[str]]:
+    """Weights in GiB of the full model and of the assistant's part: Llama-2-7B in bf16, Llama-3-70B in nf4."""
+
+    def layer_parameters(hidden: int, intermediate: int, kv_dim: int) -> int:
+        return 2 * hidden * hidden + 2 * hidden * kv_dim + 3 * hidden * intermediate + 2 * hidden
+
+    llama2 = layer_parameters(4096, 11008, 4096)
+    llama2_embeddings = 2 * 32000 * 4096  # input embeddings and an untied LM head
+    llama3 = layer_parameters(8192, 28672, 1024)
+    llama3_embeddings = 2 * 128256 * 8192
+    nf4 = 0.5 + 4 / 64 / 8 + 4 / 256 / 64  # 4 bits, one 8-bit absmax per 64, double-quantised (QLoRA)
+    lora_70b = 20 * 32 * (2 * (8192 + 8192) + 2 * (8192 + 1024) + 3 * (8192 + 28672))  # r·(in+out) per projection
+    return [
+        ["Llama-2-7B, bf16, all 32 layers", gib((32 * llama2 + llama2_embeddings) * 2)],
+        [f"Llama-2-7B, bf16, embeddings + layers 0..{K - 1} + head", gib((K * llama2 + llama2_embeddings) * 2)],
+        ["Llama-3-70B, nf4 layers + bf16 embeddings, all 80 layers", gib(80 * llama3 * nf4 + llama3_embeddings * 2)],
+        ["Llama-3-70B, nf4 layers 0..19 + bf16 embeddings and head", gib(20 * llama3 * nf4 + llama3_embeddings * 2)],
+        ["Llama-3-70B, LoRA r=32 on layers 0..19: fp32 weights, grads, Adam", gib(lora_70b * 16)],
+    ]
+
+
+def gib(size: float) -> str:
+    return f"{size / GIB:.1f}"
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        child(sys.argv[2])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="A tiny Llama with the same layer count; no RESULTS.md.")
+    options = parser.parse_args()
+    if options.quick:
+        with tempfile.TemporaryDirectory() as workdir:
+            directory = Path(workdir) / "tiny"
+            write_checkpoint(directory, quick=True)
+            table, _ = measure(directory)
+        print(table)
+        return
+    directory = cache_dir() / "benchmarks" / f"llama2-7b-shape-first{K}-bf16"
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    write_checkpoint(directory)
+    table, weights = measure(directory)
+    print(table)
+    append_results(
+        "ULD on a Llama-2-7B-shaped target, only the assistant's layers loaded",
+        table,
+        f"Vocabulary 49152 (SmolLM2's tokenizer) instead of 32000. A 24 GiB GPU holds the 70B assistant's "
+        f"{weights[3][1]} GiB of weights and {weights[4][1]} GiB of LoRA training state, leaving the rest for "
+        f"activations; the whole 70B model in 4-bit ({weights[2][1]} GiB) does not fit. Commit {commit()}.",
+    )
+
+
+def measure(directory: Path) -> tuple[str, list[list[str]]]:
+    """Run one step in a child process on `directory`; the markdown tables and the arithmetic rows."""
+    process = subprocess.run(
+        [sys.executable, __file__, "--child", str(directory)], stdout=subprocess.PIPE, text=True, check=False
+    )
+    if process.returncode:
+        raise SystemExit(f"the training step failed (exit {process.returncode})")
+    result = json.loads(next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    rows = [
+        ["peak RSS of the process (GiB)", f"{peak / GIB:.2f}"],
+        ["peak RSS minus RSS before loading (GiB)", f"{(peak - result['rss_before']) / GIB:.2f}"],
+        ["decoder layers loaded", f"{result['layers_loaded']} of 32"],
+        ["parameters loaded", f"{result['parameters_loaded'] / 1e9:.2f} B"],
+        ["load / one step (s)", f"{result['load_seconds']:.0f} / {result['step_seconds']:.0f}"],
+    ]
+    table = markdown_table(["ULD, K = 8, one optimiser step, CPU", "measured"], rows)
+    weights = arithmetic()
+    table += "\n\n" + markdown_table(["weights (arithmetic)", "GiB"], weights)
+    return table, weights
+
+
+if __name__ == "__main__":
+    main()
