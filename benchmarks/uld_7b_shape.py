@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from unlearn_peft.assistant import truncated_config
 from unlearn_peft.embedded import cache_dir
-from unlearn_peft.truncated import truncated_config
 
 try:
     from ._common import append_results, commit, markdown_table

@@ -118,13 +118,15 @@ def _shallow_clone(
     return clone
 
 
-def _truncated_config(config: PretrainedConfig, num_layers: int) -> PretrainedConfig:
-    view_config = copy.deepcopy(config)
-    view_config.num_hidden_layers = num_layers
-    layer_types = getattr(view_config, "layer_types", None)
+def truncated_config(config: PretrainedConfig, num_layers: int) -> PretrainedConfig:
+    """A copy of `config` with `num_layers` decoder layers (per-layer lists such as `layer_types` cut to match)."""
+    truncated = copy.deepcopy(config)
+    text_config = truncated.get_text_config() if hasattr(truncated, "get_text_config") else truncated
+    text_config.num_hidden_layers = num_layers
+    layer_types = getattr(text_config, "layer_types", None)
     if isinstance(layer_types, list):
-        view_config.layer_types = layer_types[:num_layers]
-    return view_config
+        text_config.layer_types = layer_types[:num_layers]
+    return truncated
 
 
 def early_exit_view(model: PreTrainedModel, num_layers: int) -> PreTrainedModel:
@@ -144,7 +146,7 @@ def early_exit_view(model: PreTrainedModel, num_layers: int) -> PreTrainedModel:
     """
     num_layers = resolve_assistant_num_layers(num_layers, model.config)
     parent, attribute = find_decoder_layers(model)
-    view_config = _truncated_config(model.config, num_layers)
+    view_config = truncated_config(model.config, num_layers)
     return _shallow_clone(model, {}, (model.config, view_config), (parent, attribute, num_layers))
 
 

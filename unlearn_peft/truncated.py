@@ -9,7 +9,6 @@ one (for the sidecar's fingerprint and base id), and it refuses to be saved or p
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -23,7 +22,7 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME
 
-from .assistant import num_decoder_layers
+from .assistant import num_decoder_layers, truncated_config
 
 # `model.layers.12.mlp…`, `transformer.h.3.attn…`, `gpt_neox.layers.0…`: the index of a decoder layer's tensor.
 LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
@@ -34,17 +33,6 @@ TRUNCATED_FROM_ATTRIBUTE = "_unlearn_peft_full_config"
 
 class TruncatedModelSaveError(RuntimeError):
     """Raised when a model loaded with only its first K layers is saved or pushed as if it were the base."""
-
-
-def truncated_config(config: PretrainedConfig, num_layers: int) -> PretrainedConfig:
-    """A copy of `config` with `num_layers` decoder layers (per-layer lists such as `layer_types` cut to match)."""
-    truncated = copy.deepcopy(config)
-    text_config = truncated.get_text_config() if hasattr(truncated, "get_text_config") else truncated
-    text_config.num_hidden_layers = num_layers
-    layer_types = getattr(text_config, "layer_types", None)
-    if isinstance(layer_types, list):
-        text_config.layer_types = layer_types[:num_layers]
-    return truncated
 
 
 def is_needed(tensor_name: str, num_layers: int) -> bool:

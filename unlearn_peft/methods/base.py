@@ -127,6 +127,16 @@ def default_baseline_lora_config(model: nn.Module) -> LoraConfig:
     return projection_lora_config(model, r=16, lora_alpha=32)
 
 
+# The baselines' defaults (a LoRA on every layer, lr 1e-4, gradient descent on retain); each method changes a few.
+BASELINE_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 1e-4,
+    "forget_loss_weight": 1.0,
+    "retain_loss_weight": 1.0,
+    "min_train_steps": 0,
+    "retain_loss": "nll",
+    "beta": None,
+}
+
 METHODS: dict[str, UnlearningMethod] = {}
 
 

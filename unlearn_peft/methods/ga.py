@@ -9,7 +9,7 @@ import torch
 
 from ..answer_tokens import AnswerTokens
 from ..losses import count_loss_tokens, gradient_ascent_loss
-from .base import ForgetTerm, UnlearningMethod
+from .base import BASELINE_DEFAULTS, ForgetTerm, UnlearningMethod
 
 if TYPE_CHECKING:
     from ..config import UnlearnConfig
@@ -25,14 +25,7 @@ class GradientAscent(UnlearningMethod):
   journal = {arXiv preprint arXiv:2210.01504},
   year    = {2022}
 }"""
-    defaults = {
-        "learning_rate": 1e-4,
-        "forget_loss_weight": 1.0,
-        "retain_loss_weight": 1.0,
-        "min_train_steps": 0,
-        "retain_loss": "none",
-        "beta": None,
-    }
+    defaults = {**BASELINE_DEFAULTS, "retain_loss": "none"}
 
     def forget_term(
         self,

@@ -12,7 +12,7 @@ from datasets import Dataset
 from ..answer_tokens import AnswerTokens
 from ..data import DEFAULT_REFUSAL_ANSWERS, with_refusal_answers
 from ..losses import dpo_loss, sequence_log_probs
-from .base import ForgetTerm, Tokenize, UnlearningMethod, sequence_count
+from .base import BASELINE_DEFAULTS, ForgetTerm, Tokenize, UnlearningMethod, sequence_count
 
 if TYPE_CHECKING:
     from ..config import UnlearnConfig
@@ -30,14 +30,7 @@ class IdkDPO(UnlearningMethod):
   journal = {arXiv preprint arXiv:2401.06121},
   year    = {2024}
 }"""
-    defaults = {
-        "learning_rate": 1e-4,
-        "forget_loss_weight": 1.0,
-        "retain_loss_weight": 1.0,
-        "min_train_steps": 0,
-        "retain_loss": "nll",
-        "beta": 0.1,
-    }
+    defaults = {**BASELINE_DEFAULTS, "beta": 0.1}
     reference_groups = ("forget", "forget_chosen")
 
     def add_forget_columns(

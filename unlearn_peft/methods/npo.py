@@ -14,7 +14,7 @@ import torch
 
 from ..answer_tokens import AnswerTokens
 from ..losses import npo_loss, sequence_log_probs
-from .base import ForgetTerm, UnlearningMethod, sequence_count
+from .base import BASELINE_DEFAULTS, ForgetTerm, UnlearningMethod, sequence_count
 
 if TYPE_CHECKING:
     from ..config import UnlearnConfig
@@ -33,14 +33,7 @@ class NPO(UnlearningMethod):
   journal = {arXiv preprint arXiv:2404.05868},
   year    = {2024}
 }"""
-    defaults = {
-        "learning_rate": 1e-4,
-        "forget_loss_weight": 1.0,
-        "retain_loss_weight": 1.0,
-        "min_train_steps": 0,
-        "retain_loss": "nll",
-        "beta": 0.1,
-    }
+    defaults = {**BASELINE_DEFAULTS, "beta": 0.1}
     reference_groups = ("forget",)
 
     def forget_term(

@@ -10,7 +10,7 @@ import torch
 
 from ..answer_tokens import AnswerTokens
 from ..losses import sequence_log_probs, simnpo_loss
-from .base import ForgetTerm, UnlearningMethod, sequence_count
+from .base import BASELINE_DEFAULTS, ForgetTerm, UnlearningMethod, sequence_count
 
 if TYPE_CHECKING:
     from ..config import UnlearnConfig
@@ -26,15 +26,8 @@ class SimNPO(UnlearningMethod):
   journal = {arXiv preprint arXiv:2410.07163},
   year    = {2024}
 }"""
-    defaults = {
-        "learning_rate": 1e-4,
-        # γ of open-unlearning's configs/trainer/SimNPO.yaml (Fan et al. 2024 weigh the forget term the same way).
-        "forget_loss_weight": 0.125,
-        "retain_loss_weight": 1.0,
-        "min_train_steps": 0,
-        "retain_loss": "nll",
-        "beta": 4.5,
-    }
+    # γ of open-unlearning's configs/trainer/SimNPO.yaml (Fan et al. 2024 weigh the forget term the same way).
+    defaults = {**BASELINE_DEFAULTS, "forget_loss_weight": 0.125, "beta": 4.5}
 
     def forget_term(
         self,
