@@ -6,11 +6,13 @@ layers 0..7, the final norm and the LM head (the later layers are never read by 
 written: 13.5 GB of disk saved). The vocabulary is SmolLM2's (49152, the only tokenizer offline) instead of
 Llama-2's 32000: 0.2 GB more embeddings than the real model. A child process then runs
 `UnlearnTrainer("<checkpoint>", method="uld", assistant_num_layers=8)` for one optimiser step (2 forget + 2 retain
-rows of TOFU, bf16 weights) and reports its peak RSS; the arithmetic for the full model and for a Llama-3-70B shape
-in 4-bit is printed next to it.
+rows of TOFU) with the weights in `--dtype` and reports its peak RSS; the arithmetic for the full model and for a
+Llama-3-70B shape in 4-bit is printed next to it. On a CPU without native bf16 matmuls (this project's machine runs
+them below 1 GFLOP/s) the bf16 step takes hours: measure with `--dtype float32` there, which doubles the weights.
 
-    python benchmarks/uld_7b_shape.py          # about 5 minutes on 2 CPU cores and 6 GB of RAM; appends to RESULTS.md
-    python benchmarks/uld_7b_shape.py --quick  # the same path on a tiny Llama, seconds (CI); no RESULTS.md
+    python benchmarks/uld_7b_shape.py                   # bf16, for machines with fast bf16; appends to RESULTS.md
+    python benchmarks/uld_7b_shape.py --dtype float32   # about 10 minutes and 12 GB of RAM on 2 CPU cores
+    python benchmarks/uld_7b_shape.py --quick           # the same path on a tiny Llama, seconds (CI); no RESULTS.md
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def write_checkpoint(directory: Path, quick: bool = False) -> None:
     staging.rename(directory)
 
 
-def child(directory: str) -> None:
+def child(directory: str, dtype: str) -> None:
     from transformers import AutoTokenizer
 
     from unlearn_peft import UnlearnConfig, UnlearnTrainer
@@ -98,7 +100,7 @@ def child(directory: str) -> None:
         report_to="none",
         disable_tqdm=True,
         stop_when_converged=False,
-        model_init_kwargs={"dtype": "bfloat16"},
+        model_init_kwargs={"dtype": dtype},
     )
     trainer = UnlearnTrainer(
         directory,
@@ -149,26 +151,31 @@ def gib(size: float) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        child(sys.argv[2])
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="A tiny Llama with the same layer count; no RESULTS.md.")
+    parser.add_argument(
+        "--dtype",
+        default="bfloat16",
+        help="dtype of the loaded weights (float32 where the CPU has no fast bf16 matmuls: 2x the weights' memory).",
+    )
     options = parser.parse_args()
     if options.quick:
         with tempfile.TemporaryDirectory() as workdir:
             directory = Path(workdir) / "tiny"
             write_checkpoint(directory, quick=True)
-            table, _ = measure(directory)
+            table, _ = measure(directory, options.dtype)
         print(table)
         return
     directory = cache_dir() / "benchmarks" / f"llama2-7b-shape-first{K}-bf16"
     directory.parent.mkdir(parents=True, exist_ok=True)
     write_checkpoint(directory)
-    table, weights = measure(directory)
+    table, weights = measure(directory, options.dtype)
     print(table)
     append_results(
-        "ULD on a Llama-2-7B-shaped target, only the assistant's layers loaded",
+        f"ULD on a Llama-2-7B-shaped target, only the assistant's layers loaded, {options.dtype}",
         table,
         f"Vocabulary 49152 (SmolLM2's tokenizer) instead of 32000. A 24 GiB GPU holds the 70B assistant's "
         f"{weights[3][1]} GiB of weights and {weights[4][1]} GiB of LoRA training state, leaving the rest for "
@@ -176,10 +183,10 @@ def main() -> None:
     )
 
 
-def measure(directory: Path) -> tuple[str, list[list[str]]]:
+def measure(directory: Path, dtype: str) -> tuple[str, list[list[str]]]:
     """Run one step in a child process on `directory`; the markdown tables and the arithmetic rows."""
     process = subprocess.run(
-        [sys.executable, __file__, "--child", str(directory)], stdout=subprocess.PIPE, text=True, check=False
+        [sys.executable, __file__, "--child", str(directory), dtype], stdout=subprocess.PIPE, text=True, check=False
     )
     if process.returncode:
         raise SystemExit(f"the training step failed (exit {process.returncode})")
@@ -192,7 +199,7 @@ def measure(directory: Path) -> tuple[str, list[list[str]]]:
         ["parameters loaded", f"{result['parameters_loaded'] / 1e9:.2f} B"],
         ["load / one step (s)", f"{result['load_seconds']:.0f} / {result['step_seconds']:.0f}"],
     ]
-    table = markdown_table(["ULD, K = 8, one optimiser step, CPU", "measured"], rows)
+    table = markdown_table([f"ULD, K = 8, one optimiser step, CPU, weights in {dtype}", "measured"], rows)
     weights = arithmetic()
     table += "\n\n" + markdown_table(["weights (arithmetic)", "GiB"], weights)
     return table, weights
