@@ -35,6 +35,7 @@ def json_line(stdout: str) -> dict:
         "uld_convergence.py",
         "demo_sweep.py",
         "uld_7b_shape.py",
+        "truncated_load.py",
     ],
 )
 def test_benchmark_quick_mode_runs(script, smollm2_path):

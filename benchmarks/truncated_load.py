@@ -1,0 +1,193 @@
+"""ULD training memory, full load vs only the assistant's layers, side by side, on TinyLlama-1.1B shapes.
+
+A random checkpoint with TinyLlama-1.1B's shapes (22 layers, hidden 2048, MLP 5632, 4 KV heads, vocab 49152 for the
+offline SmolLM2 tokenizer) is written once in bf16, as a Hub checkpoint would be. Two child processes then run
+`UnlearnTrainer("<checkpoint>", method="uld", assistant_num_layers=5)` for 3 optimiser steps from the same
+checkpoint, one with `load_assistant_layers_only=False` (today's full load) and one with the default truncated
+load, each reporting its peak RSS minus its RSS before loading. Every loaded tensor is converted to float32 (as a
+GPU load copies it to the device), so untouched layers cannot hide in a memory map. Goal (issue #17): the truncated
+run's peak minus its RSS before loading ≤ 0.5× the full model's loaded weights.
+
+    python benchmarks/truncated_load.py          # about 5 minutes and 10 GB of RAM on 2 CPU cores; RESULTS.md
+    python benchmarks/truncated_load.py --quick  # a tiny Llama, seconds (CI); no RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from unlearn_peft.embedded import cache_dir
+
+try:
+    from ._common import append_results, commit, markdown_table
+except ImportError:  # run as a script
+    from _common import append_results, commit, markdown_table
+
+K = 5
+GIB = 1024**3
+FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "tofu"
+
+
+def tinyllama_config(quick: bool) -> LlamaConfig:
+    if quick:
+        return LlamaConfig(
+            vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=22, pad_token_id=2
+        )
+    return LlamaConfig(
+        vocab_size=49152,
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        tie_word_embeddings=False,
+        pad_token_id=2,  # SmolLM2's, whose tokenizer the runs use
+    )
+
+
+def write_checkpoint(directory: Path, quick: bool) -> None:
+    if (directory / "config.json").is_file():
+        return
+    torch.manual_seed(0)
+    model = LlamaForCausalLM._from_config(tinyllama_config(quick), dtype=torch.bfloat16)
+    staging = directory.with_name(directory.name + ".partial")
+    model.save_pretrained(staging, max_shard_size="500MB")
+    staging.rename(directory)
+
+
+def child(directory: str, truncated: bool) -> None:
+    from transformers import AutoTokenizer
+
+    from unlearn_peft import UnlearnConfig, UnlearnTrainer
+    from unlearn_peft.embedded import smollm2_checkpoint
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_checkpoint())
+
+    def rows(name: str) -> list[dict[str, str]]:
+        lines = (FIXTURES / name).read_text().splitlines()[:8]
+        return [{"question": row["question"], "answer": row["answer"]} for row in map(json.loads, lines)]
+
+    rss_before = memory_status()["VmRSS"]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = UnlearnConfig(
+            output_dir=output_dir,
+            assistant_num_layers=K,
+            load_assistant_layers_only=truncated,
+            max_steps=3,
+            per_device_train_batch_size=2,
+            max_length=128,
+            use_cpu=True,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            stop_when_converged=False,
+            model_init_kwargs={"dtype": "float32"},
+        )
+        trainer = UnlearnTrainer(
+            directory,
+            args=args,
+            forget_dataset=rows("forget01_perturbed.json"),
+            retain_dataset=rows("retain_perturbed_head40.json"),
+            processing_class=tokenizer,
+        )
+        loaded = trainer.target_model
+        trainer.train()
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "rss_before": rss_before,
+                "peak": memory_status()["VmHWM"],
+                "layers": len(loaded.model.layers),
+                "loaded_bytes": sum(p.numel() * p.element_size() for p in loaded.parameters()),
+                "seconds": time.perf_counter() - started,
+            }
+        )
+    )
+
+
+def memory_status() -> dict[str, int]:
+    """This process's resident set now (`VmRSS`) and at its peak (`VmHWM`), in bytes (Linux; unlike `ru_maxrss`,
+    `VmHWM` starts afresh at `exec`, so a child does not inherit its parent's peak)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return {key: int(fields[key].split()[0]) * 1024 for key in ("VmRSS", "VmHWM")}
+
+
+def run_child(directory: Path, truncated: bool) -> dict[str, float]:
+    process = subprocess.run(
+        [sys.executable, __file__, "--child", str(directory), str(int(truncated))],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if process.returncode:
+        raise SystemExit(f"the {'truncated' if truncated else 'full'} run failed (exit {process.returncode})")
+    return json.loads(next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+
+def measure(directory: Path) -> tuple[str, dict[str, dict[str, float]]]:
+    results = {"full load": run_child(directory, False), "assistant's layers only": run_child(directory, True)}
+    full_weights = results["full load"]["loaded_bytes"]
+    rows = []
+    for name, result in results.items():
+        grown = result["peak"] - result["rss_before"]
+        rows.append(
+            [
+                name,
+                f"{result['layers']} of 22",
+                f"{result['loaded_bytes'] / GIB:.2f}",
+                f"{grown / GIB:.2f}",
+                f"{grown / full_weights:.2f}×",
+                f"{result['seconds']:.0f}",
+            ]
+        )
+    header = [
+        f"ULD, K = {K}, 3 steps, float32",
+        "layers loaded",
+        "loaded weights (GiB)",
+        "peak − RSS before loading (GiB)",
+        "÷ full model's loaded weights",
+        "load + 3 steps (s)",
+    ]
+    return markdown_table(header, rows), results
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        child(sys.argv[2], bool(int(sys.argv[3])))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="A tiny Llama with 22 layers; no RESULTS.md.")
+    options = parser.parse_args()
+    if options.quick:
+        with tempfile.TemporaryDirectory() as workdir:
+            directory = Path(workdir) / "tiny"
+            write_checkpoint(directory, quick=True)
+            table, results = measure(directory)
+        print(table)
+        assert results["assistant's layers only"]["layers"] == K and results["full load"]["layers"] == 22
+        return
+    directory = cache_dir() / "benchmarks" / "tinyllama-1.1b-shape-bf16"
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    write_checkpoint(directory, quick=False)
+    table, _ = measure(directory)
+    print(table)
+    append_results(
+        "ULD training memory: full load vs only the assistant's layers (TinyLlama-1.1B shapes)",
+        table,
+        f"Random weights, bf16 checkpoint in 500 MB shards, loaded in float32. Commit {commit()}.",
+    )
+
+
+if __name__ == "__main__":
+    main()
