@@ -26,7 +26,6 @@ from transformers import (
     TrainerCallback,
 )
 from transformers.trainer import TRAINING_ARGS_NAME as TRAINING_ARGS_PICKLE
-from transformers.trainer_utils import set_seed
 
 from .answer_tokens import AnswerTokens, forward_answer_tokens
 from .assistant import resolve_assistant_num_layers
@@ -211,7 +210,6 @@ class UnlearnTrainer(Trainer):
                 self.dataset_summary[key] = name
         prepared_eval = self._prepare_eval_dataset(eval_dataset, tokenizer, args)
 
-        set_seed(args.seed)  # the LoRA's initial weights, whatever loading the model consumed of the RNG
         trained_model = self.unlearning_method.wrap_model(model, peft_config, args)
 
         if data_collator is None:
