@@ -60,7 +60,6 @@ def trained_smollm2(tmp_path_factory, smollm2_path, tokenizer, tofu_forget, tofu
         disable_tqdm=True,
         seed=0,
     )
-    torch.manual_seed(0)  # the LoRA's initialisation, independent of the tests that ran before in this process
     trainer = UnlearnTrainer(
         model,
         args=args,
@@ -121,7 +120,8 @@ def test_uld_model_loads_the_adapter_in_one_line_and_unlearns(trained_smollm2, t
 
     forget_ratio, retain_ratio = ratio(tofu_forget[:4]), ratio(tofu_retain[:4])
     print(f"answer probability / base: forget {forget_ratio:.3f}, retain {retain_ratio:.3f}")
-    # Seeded LoRA init (before, the init depended on the tests that ran earlier): forget 0.000, retain 0.575 measured.
+    # The trainer seeds the LoRA's init (args.seed); before, it depended on the tests that ran earlier in the process.
+    # Measured with the seeded init: forget 0.000, retain 0.575.
     # This fixed 120-step budget leaves the retain term unconverged, which costs retain probability (issue #15's
     # goal is ≥ 0.97×); the bar here guards against a broken load (retain near 0), not that goal.
     assert forget_ratio < 0.2 and retain_ratio > 0.5

@@ -35,7 +35,6 @@ def shard_names(directory) -> tuple[set[str], set[str]]:
 
 def train(model, tokenizer, forget, retain, output_dir, **overrides) -> UnlearnTrainer:
     args = tiny_uld_args(output_dir, assistant_num_layers=K, max_steps=3, save_strategy="no", **overrides)
-    torch.manual_seed(0)  # the LoRA's random initialisation, the same for both runs (as PEFT, it uses the global RNG)
     trainer = UnlearnTrainer(
         model, args=args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer
     )

@@ -26,6 +26,7 @@ from transformers import (
     TrainerCallback,
 )
 from transformers.trainer import TRAINING_ARGS_NAME as TRAINING_ARGS_PICKLE
+from transformers.trainer_utils import set_seed
 
 from .answer_tokens import AnswerTokens, forward_answer_tokens
 from .assistant import resolve_assistant_num_layers
@@ -210,6 +211,7 @@ class UnlearnTrainer(Trainer):
                 self.dataset_summary[key] = name
         prepared_eval = self._prepare_eval_dataset(eval_dataset, tokenizer, args)
 
+        set_seed(args.seed)  # the LoRA's initial weights: the same for the same seed, whatever ran before
         trained_model = self.unlearning_method.wrap_model(model, peft_config, args)
 
         if data_collator is None:
