@@ -279,8 +279,9 @@ def test_demo_forgets_european_capitals_in_its_greedy_answers_and_keeps_the_othe
     stated_before, stated_after = results["stated_before"], results["stated_after"]
     # The base model knows these capitals; after unlearning, its greedy answers no longer name the forgotten ones,
     # also when asked differently, and still name the kept ones.
-    # Measured at commit time: before 13 / 16 / 15, after 0 / 0 / 10 (benchmarks/RESULTS.md). With the cache bug of
-    # issue #14 retained answers were garbage; 10 of 15 is short of the goal of all (issue #15).
+    # Measured: before 13 / 16 / 15, after 0 / 0 / 10 with an unseeded LoRA init, 0 / 0 / 8 since the trainer seeds
+    # it (commit ec2a605). With the cache bug of issue #14 retained answers were garbage; 8 of 15 is far short of the
+    # goal of all (issue #15).
     assert stated_before["forget"] >= 12 and stated_before["retain"] >= 14
     assert stated_after["forget"] <= 1
     assert stated_after["forget (paraphrased, unseen)"] <= 2
