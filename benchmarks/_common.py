@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -13,6 +14,13 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
+TOFU_FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "tofu"
+
+
+def tofu_question_answers(name: str, count: int | None = None) -> list[dict[str, str]]:
+    """The first `count` rows (all by default) of a TOFU fixture in `tests/fixtures/tofu`, question and answer only."""
+    lines = [line for line in (TOFU_FIXTURES / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [{"question": row["question"], "answer": row["answer"]} for row in map(json.loads, lines[:count])]
 
 
 def machine() -> str:

@@ -28,13 +28,12 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from unlearn_peft.embedded import cache_dir
 
 try:
-    from ._common import append_results, commit, markdown_table
+    from ._common import append_results, commit, markdown_table, tofu_question_answers
 except ImportError:  # run as a script
-    from _common import append_results, commit, markdown_table
+    from _common import append_results, commit, markdown_table, tofu_question_answers
 
 K = 5
 GIB = 1024**3
-FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "tofu"
 
 
 def tinyllama_config(quick: bool) -> LlamaConfig:
@@ -72,10 +71,6 @@ def child(directory: str, truncated: bool) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_checkpoint())
 
-    def rows(name: str) -> list[dict[str, str]]:
-        lines = (FIXTURES / name).read_text().splitlines()[:8]
-        return [{"question": row["question"], "answer": row["answer"]} for row in map(json.loads, lines)]
-
     rss_before = memory_status()["VmRSS"]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as output_dir:
@@ -96,8 +91,8 @@ def child(directory: str, truncated: bool) -> None:
         trainer = UnlearnTrainer(
             directory,
             args=args,
-            forget_dataset=rows("forget01_perturbed.json"),
-            retain_dataset=rows("retain_perturbed_head40.json"),
+            forget_dataset=tofu_question_answers("forget01_perturbed.json", 8),
+            retain_dataset=tofu_question_answers("retain_perturbed_head40.json", 8),
             processing_class=tokenizer,
         )
         loaded = trainer.target_model

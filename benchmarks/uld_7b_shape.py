@@ -33,13 +33,12 @@ from unlearn_peft.assistant import truncated_config
 from unlearn_peft.embedded import cache_dir
 
 try:
-    from ._common import append_results, commit, markdown_table
+    from ._common import append_results, commit, markdown_table, tofu_question_answers
 except ImportError:  # run as a script
-    from _common import append_results, commit, markdown_table
+    from _common import append_results, commit, markdown_table, tofu_question_answers
 
 K = 8
 GIB = 1024**3
-FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "tofu"
 
 
 def llama2_7b_config(quick: bool = False) -> LlamaConfig:
@@ -82,10 +81,6 @@ def child(directory: str, dtype: str) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_checkpoint())
 
-    def rows(name: str) -> list[dict[str, str]]:
-        lines = (FIXTURES / name).read_text().splitlines()[:2]
-        return [{"question": row["question"], "answer": row["answer"]} for row in map(json.loads, lines)]
-
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     started = time.perf_counter()
     args = UnlearnConfig(
@@ -105,8 +100,8 @@ def child(directory: str, dtype: str) -> None:
     trainer = UnlearnTrainer(
         directory,
         args=args,
-        forget_dataset=rows("forget01_perturbed.json"),
-        retain_dataset=rows("retain_perturbed_head40.json"),
+        forget_dataset=tofu_question_answers("forget01_perturbed.json", 2),
+        retain_dataset=tofu_question_answers("retain_perturbed_head40.json", 2),
         processing_class=tokenizer,
     )
     loaded = time.perf_counter()

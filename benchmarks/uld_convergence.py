@@ -17,7 +17,6 @@ import argparse
 import json
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,11 +29,10 @@ from unlearn_peft.embedded import smollm2_checkpoint
 from unlearn_peft.testing import tiny_random_llama
 
 try:
-    from ._common import append_results, markdown_table
+    from ._common import append_results, markdown_table, tofu_question_answers
 except ImportError:  # run as a script
-    from _common import append_results, markdown_table
+    from _common import append_results, markdown_table, tofu_question_answers
 
-FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "tofu"
 DEFAULTS = UnlearnConfig(output_dir="unused")
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults (lr 1e-3, warm-up 10%, K=7, r=32, retain weight 6.5, 4+4 rows/step)": {},
@@ -47,11 +45,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "retain weight 1.0": {"retain_loss_weight": 1.0},
     "8+8 rows/step": {"per_device_train_batch_size": 8},
 }
-
-
-def read_jsonl(name: str) -> list[dict[str, str]]:
-    rows = [json.loads(line) for line in (FIXTURES / name).read_text().splitlines() if line.strip()]
-    return [{"question": row["question"], "answer": row["answer"]} for row in rows]
 
 
 class FirstConvergence(TrainerCallback):
@@ -120,7 +113,10 @@ def main() -> None:
     if options.quick:
         options.steps = 3
     tokenizer = AutoTokenizer.from_pretrained(smollm2_checkpoint())
-    forget, retain = read_jsonl("forget01_perturbed.json")[:20], read_jsonl("retain_perturbed_head40.json")[:20]
+    forget, retain = (
+        tofu_question_answers("forget01_perturbed.json", 20),
+        tofu_question_answers("retain_perturbed_head40.json", 20),
+    )
     names = options.variants or list(VARIANTS)[: 2 if options.quick else None]
     rows, results = [], {}
     for name in names:
