@@ -97,3 +97,12 @@ def test_tofu_mini_names_a_missing_tofu_copy(tmp_path):
     assert f"--tofu='{tmp_path / 'no-tofu'}'" in result.stderr and "does not exist" in result.stderr
     assert "Pass --tofu locuslab/TOFU (the Hub) or a directory holding forget10_perturbed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_gpu_check_quick_mode_runs_every_check(smollm2_path):
+    """The CUDA checks' script runs end to end on CPU (tiny shapes), so it is ready when a GPU machine is lent."""
+    result = run_quick("gpu_check.py")
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ") and "FAILED" not in line]
+    checks = [line.split(" | ")[0].removeprefix("| ") for line in table[1:]]
+    assert [check.split(",")[0] for check in checks] == ["ULD", "NPO+GD", "ULD", "generation", "generation"]
+    assert "FAILED" not in result.stdout
