@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import datasets.config
 from datasets import Dataset, load_dataset
 
 from .embedded import smollm2_checkpoint
@@ -55,6 +58,18 @@ def embedded_fact(answer: str) -> str:
     return re.split(r" (?:is|in|as) ", answer.rstrip("."))[-1]
 
 
+@contextmanager
+def local_load() -> Iterator[None]:
+    """Load local files without `datasets`' download-count request (a HEAD to its S3 bucket, named after the
+    loader or the local directory): local data must not reach the network, and offline it costs a timeout."""
+    previous = datasets.config.HF_UPDATE_DOWNLOAD_COUNTS
+    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+    try:
+        yield
+    finally:
+        datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = previous
+
+
 def load_rows(name: str, config: str | None = None, split: str = "train", argument: str = "dataset") -> Dataset:
     """Load a dataset named in a recipe: embedded, a local file, a local directory of `<config>.json[l]`, or the Hub.
 
@@ -75,14 +90,16 @@ def load_rows(name: str, config: str | None = None, split: str = "train", argume
                 f"{argument}={name!r}: unsupported file type {path.suffix!r}; use one of "
                 f"{sorted(LOCAL_DATA_SUFFIXES)}."
             )
-        return load_dataset(builder, data_files=str(path), split="train")
+        with local_load():
+            return load_dataset(builder, data_files=str(path), split="train")
     if path.is_dir() and config is not None:
         for suffix in (".json", ".jsonl", ".parquet", ".csv"):
             candidate = path / f"{config}{suffix}"
             if candidate.is_file():
                 return load_rows(str(candidate), argument=argument)
     if path.is_dir() and config is None:
-        return load_dataset(str(path), split=split)
+        with local_load():
+            return load_dataset(str(path), split=split)
     if name.startswith((".", "/")) or path.suffix in LOCAL_DATA_SUFFIXES or path.is_dir():
         where = f"{path}/{config}.json[l]" if path.is_dir() else str(path)
         raise FileNotFoundError(f"{argument}={name!r}: {where} does not exist.")
