@@ -7,7 +7,7 @@ LATEST_VENV ?= .venv-latest
 # CPU torch first, before anything that depends on it: otherwise pip resolves torch with several GB of CUDA wheels.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test test-latest constraints lint
+.PHONY: install demo test test-latest constraints lint docs
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ test-latest:
 constraints: install
 	{ sed -n '1,2p' constraints.txt; $(PY) -m pip list --format=freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
+
+# The documentation site (docs/, mkdocs.yml) into site/, strict: a broken link, reference or docstring fails.
+# tests/test_docs.py runs the same build and executes the quick tour's and the how-tos' code blocks.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 lint: install
 	$(PY) -m ruff check unlearn_peft tests benchmarks
