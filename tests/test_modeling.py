@@ -1,6 +1,7 @@
 """ULDModel on a tiny random Llama: exactness, caches, generation modes, pipelines, saving and refusals."""
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -138,9 +139,20 @@ def test_beam_search_sampling_and_pipeline_run(tiny_adapter, prompts, tokenizer)
         **prompts, max_new_tokens=4, do_sample=True, top_k=20, pad_token_id=tokenizer.pad_token_id
     )
     assert sampled.shape == (2, prompts["input_ids"].shape[1] + 4)
-    generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    transformers_logger = logging.getLogger("transformers")
+    transformers_logger.addHandler(handler)
+    try:
+        generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    finally:
+        transformers_logger.removeHandler(handler)
+    assert not [r.getMessage()[:120] for r in records if "not supported" in r.getMessage()]
     output = generator("The capital of France is", max_new_tokens=4, do_sample=False)
     assert output[0]["generated_text"].startswith("The capital of France is")
+    rebuilt = AutoModelForCausalLM.from_config(model.target.config)  # the registration changes no real model's class
+    assert type(rebuilt) is type(model.target)
 
 
 def test_uld_cache_moves_both_stacks_together():

@@ -361,3 +361,9 @@ class ULDModel(PreTrainedModel, GenerationMixin):
                 revision=revision,
                 commit_message=commit_message,
             )
+
+
+# Pipelines compare the model's class with the Auto mappings and log "The model 'ULDModel' is not supported for
+# text-generation" (followed by every supported class) for classes they do not know. Registering ULDModel under the
+# base config class, which no checkpoint's config is, makes it known without changing how any model loads.
+AutoModelForCausalLM.register(PretrainedConfig, ULDModel, exist_ok=True)
