@@ -54,16 +54,17 @@ _TINY_EXTRA_SETTINGS: dict[str, dict[str, object]] = {
 
 
 def tiny_random_causal_lm(
-    tokenizer: PreTrainedTokenizerBase, model_type: str, num_layers: int = 4, seed: int = 0
+    tokenizer: PreTrainedTokenizerBase, model_type: str, num_layers: int = 4, seed: int = 0, hidden_size: int = 32
 ) -> PreTrainedModel:
     """A randomly initialised causal LM of `model_type` (e.g. `"qwen2"`, `"gpt_neox"`) with `tokenizer`'s vocabulary.
 
-    Hidden size 32, 4 heads (2 key-value heads where the architecture has them), in eval mode.
+    Hidden size 32 by default (MLP twice that), 4 heads (2 key-value heads where the architecture has them), in eval
+    mode.
     """
     settings: dict[str, object] = {
         "vocab_size": len(tokenizer),
-        "hidden_size": 32,
-        "intermediate_size": 64,
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
         "num_hidden_layers": num_layers,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
