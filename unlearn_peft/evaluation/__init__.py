@@ -1,21 +1,24 @@
-"""Evaluation of unlearned models: TOFU and MUSE building blocks (issue #5 grows this package)."""
+"""Evaluation of unlearned models on TOFU and MUSE.
+
+`tofu` and `muse` hold the metrics (each against its published definition); `tofu_eval` and `muse_eval` run a
+whole benchmark on one model and write the results JSON; `report` turns results into markdown and plots.
+"""
 
 from .generation import greedy_answers
 from .muse import (
-    MUSE_RESULTS_SCHEMA,
     GenerationScores,
     auc_member_vs_nonmember,
-    evaluate_muse,
     knowmem,
     knowmem_answer,
     knowmem_prompt,
-    load_muse_results,
     min_k_percent_score,
     privleak,
     verbmem,
 )
+from .muse_eval import evaluate_muse, load_muse_results
 from .probability import answer_probability
 from .report import muse_summary_markdown, summary_markdown, write_muse_report, write_tofu_report
+from .results import MUSE_RESULTS_SCHEMA
 from .rouge import rouge_l_f1, rouge_l_recall
 from .tofu import (
     MODEL_UTILITY_KEYS,

@@ -33,7 +33,7 @@ from ..quiet import peft_wrapping
 from ..sidecar import UnlearnSidecar
 from ..sources import load_rows, resolve_model_name
 from ..utils import torch_dtype
-from .muse import evaluate_muse
+from .muse_eval import evaluate_muse
 from .report import write_muse_report, write_tofu_report
 from .tofu_eval import evaluate_tofu
 

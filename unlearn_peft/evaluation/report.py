@@ -62,6 +62,7 @@ def _write_results_and_summary(
 
 def write_tofu_report(results_list: Sequence[dict[str, Any]], output_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write `<model>.json` for each evaluation, `summary.md`, `forget_quality_vs_utility.png` and `splits.png`."""
+    # Imported here: the headless backend must be chosen before pyplot loads, and only reports need it.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,6 +132,7 @@ def muse_summary_markdown(results_list: Sequence[dict[str, Any]]) -> str:
 
 def write_muse_report(results_list: Sequence[dict[str, Any]], output_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write `<model>.muse.json` for each evaluation, `muse_summary.md` and `muse.png` (bars per metric)."""
+    # Imported here: the headless backend must be chosen before pyplot loads, and only reports need it.
     import matplotlib
 
     matplotlib.use("Agg")
