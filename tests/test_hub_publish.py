@@ -15,7 +15,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from peft import AutoPeftModelForCausalLM, LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unlearn_peft import ULDModel, UnlearnConfig, UnlearnTrainer
+from unlearn_peft import SIDECAR_NAME, ULDModel, UnlearnConfig, UnlearnTrainer
 from unlearn_peft.cli import main as cli_main
 from unlearn_peft.evaluation import evaluate_tofu
 from unlearn_peft.hub import HubPushError, push_adapter
@@ -23,7 +23,7 @@ from unlearn_peft.model_card import render_model_card
 
 from .conftest import qa_only
 
-ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "unlearn_config.json", "README.md"}
+ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "unlearn_sidecar.json", "README.md"}
 BASE_REPO = "test-user/tiny-base"
 
 
@@ -288,9 +288,7 @@ def test_smollm2_uld_model_push_and_reload(fake_hub, smollm2_path, tofu_forget, 
     uploaded = fake_hub.files("test-user/smollm2-uld")
     assert set(uploaded) == ADAPTER_FILES
     assert front_matter(uploaded["README.md"].decode())["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert (
-        json.loads(uploaded["unlearn_config.json"])["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    )
+    assert json.loads(uploaded[SIDECAR_NAME])["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
     shutil.rmtree(Path(fake_hub_cache()), ignore_errors=True)
     remote = ULDModel.from_pretrained("test-user/smollm2-uld", base_model=base)

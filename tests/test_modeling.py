@@ -13,6 +13,7 @@ from unlearn_peft import SIDECAR_NAME, UnlearnTrainer
 from unlearn_peft.cache import ULDCache
 from unlearn_peft.logit_difference import DEFAULT_MIN_TOKENS_TO_KEEP
 from unlearn_peft.modeling import ULDModel
+from unlearn_peft.sidecar import LEGACY_SIDECAR_NAME
 
 from .conftest import qa_only, tiny_uld_args
 
@@ -80,6 +81,23 @@ def test_version_1_sidecar_loads_with_the_documented_floor(tiny_adapter, tmp_pat
     sidecar["schema_version"] = 1
     (old / SIDECAR_NAME).write_text(json.dumps(sidecar))
     assert ULDModel.from_pretrained(old).min_tokens_to_keep == DEFAULT_MIN_TOKENS_TO_KEEP
+
+
+def test_adapter_saved_under_the_legacy_sidecar_name_loads_and_is_saved_under_the_new_one(
+    tiny_adapter, tmp_path, prompts
+):
+    base_dir, adapter_dir = tiny_adapter
+    assert SIDECAR_NAME == "unlearn_sidecar.json" and (adapter_dir / SIDECAR_NAME).is_file()
+    old = tmp_path / "legacy"
+    shutil.copytree(adapter_dir, old)
+    (old / SIDECAR_NAME).rename(old / LEGACY_SIDECAR_NAME)
+    current, legacy = ULDModel.from_pretrained(adapter_dir), ULDModel.from_pretrained(old)
+    assert legacy.sidecar == current.sidecar
+    with torch.no_grad():
+        assert torch.equal(legacy(**prompts).logits, current(**prompts).logits)
+    resaved = tmp_path / "resaved"
+    legacy.save_pretrained(resaved)
+    assert (resaved / SIDECAR_NAME).is_file() and not (resaved / LEGACY_SIDECAR_NAME).exists()
 
 
 def test_without_filter_logits_are_linear_in_alpha(tiny_adapter, prompts):
@@ -234,5 +252,5 @@ def test_pickle_only_and_incomplete_adapters_are_refused(tiny_adapter, tmp_path)
     no_sidecar = tmp_path / "no_sidecar"
     shutil.copytree(adapter_dir, no_sidecar)
     (no_sidecar / SIDECAR_NAME).unlink()
-    with pytest.raises(FileNotFoundError, match=f"has no {SIDECAR_NAME}"):
+    with pytest.raises(FileNotFoundError, match=f"has no {SIDECAR_NAME} \\(nor the legacy {LEGACY_SIDECAR_NAME}\\)"):
         ULDModel.from_pretrained(no_sidecar)

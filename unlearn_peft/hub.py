@@ -19,7 +19,7 @@ from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_WEIGHTS_NAME
 from peft.utils import WEIGHTS_NAME as ADAPTER_PICKLE_WEIGHTS_NAME
 
 from .model_card import is_hub_id, load_evaluation, published_base_model, render_model_card
-from .sidecar import SIDECAR_NAME, UnlearnSidecar
+from .sidecar import LEGACY_SIDECAR_NAME, SIDECAR_NAME, UnlearnSidecar, find_sidecar
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,6 @@ def resolve_adapter_dir(
         )
         pickle_only = False
         if not (directory / ADAPTER_WEIGHTS_NAME).is_file():
-            from huggingface_hub import HfApi
-
             files = HfApi(token=token).list_repo_files(str(path_or_repo_id), revision=revision)
             pickle_only = any(name in PICKLE_WEIGHTS_NAMES for name in files)
     if pickle_only:
@@ -62,10 +60,14 @@ def resolve_adapter_dir(
             f"{path_or_repo_id} holds its adapter weights only as pickle (.bin). unlearn-peft loads only "
             f"safetensors; convert them with `safetensors.torch.save_file` into {ADAPTER_WEIGHTS_NAME}."
         )
+    present = {name for name in (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME) if (directory / name).is_file()}
+    if find_sidecar(directory) is not None:
+        present.add(SIDECAR_NAME)
     for required in (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, SIDECAR_NAME):
-        if not (directory / required).is_file():
+        if required not in present:
+            legacy = f" (nor the legacy {LEGACY_SIDECAR_NAME})" if required == SIDECAR_NAME else ""
             raise FileNotFoundError(
-                f"{path_or_repo_id} has no {required}; an unlearn-peft adapter needs {ADAPTER_CONFIG_NAME}, "
+                f"{path_or_repo_id} has no {required}{legacy}; an unlearn-peft adapter needs {ADAPTER_CONFIG_NAME}, "
                 f"{ADAPTER_WEIGHTS_NAME} and {SIDECAR_NAME} (written by UnlearnTrainer.save_model)."
             )
     return directory
@@ -107,7 +109,7 @@ def push_adapter(
 ) -> str:
     """Upload an adapter directory to the Hub: PEFT files, sidecar, the rendered model card and the evaluation.
 
-    Only `adapter_config.json`, `adapter_model.safetensors`, `unlearn_config.json`, `README.md` (rendered from
+    Only `adapter_config.json`, `adapter_model.safetensors`, `unlearn_sidecar.json`, `README.md` (rendered from
     `hub_cards/`, never PEFT's or TRL's generic card) and, when given, `eval_results.json` are uploaded, from a
     staging copy: `adapter_dir` itself is never modified.
 

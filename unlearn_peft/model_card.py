@@ -172,7 +172,7 @@ def render_model_card(
     """Render the card of the adapter in `adapter_dir` (ULD or baseline template, chosen by the sidecar's method).
 
     Args:
-        adapter_dir: directory with `adapter_config.json` and `unlearn_config.json`.
+        adapter_dir: directory with `adapter_config.json` and `unlearn_sidecar.json`.
         repo_id: the Hub repository the card is for (used in the loading snippet).
         base_model: Hub id of the base model. Defaults to the sidecar's, when that is a Hub id (a local path is never
             written into the metadata).

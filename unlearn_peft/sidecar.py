@@ -1,12 +1,15 @@
-"""The adapter sidecar `unlearn_config.json`: what PEFT's `adapter_config.json` does not record.
+"""The adapter sidecar `unlearn_sidecar.json`: what PEFT's `adapter_config.json` does not record.
 
 It sits next to the standard PEFT files and records the unlearning method, the ULD inference settings, the base
 model (id, revision) and a fingerprint of the base's config, so that a loader can refuse a mismatched base.
+Adapters saved before the file had its own name (`unlearn_config.json`, which read like an `UnlearnConfig`) still
+load; saving or publishing writes the new name.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -17,7 +20,11 @@ from .assistant import num_decoder_layers
 from .logit_difference import DEFAULT_MIN_TOKENS_TO_KEEP
 from .truncated import full_config
 
-SIDECAR_NAME = "unlearn_config.json"
+logger = logging.getLogger(__name__)
+
+SIDECAR_NAME = "unlearn_sidecar.json"
+LEGACY_SIDECAR_NAME = "unlearn_config.json"
+"""The sidecar's earlier name: read when a directory has no `SIDECAR_NAME`, never written."""
 # 2: adds `min_tokens_to_keep`; a version-1 ULD sidecar loads with DEFAULT_MIN_TOKENS_TO_KEEP.
 SIDECAR_SCHEMA_VERSION = 2
 
@@ -47,7 +54,7 @@ def base_model_reference(config: PretrainedConfig) -> tuple[str | None, str | No
 
 @dataclass
 class UnlearnSidecar:
-    """Contents of `unlearn_config.json`."""
+    """Contents of `unlearn_sidecar.json`."""
 
     method: str
     base_model_name_or_path: str | None
@@ -93,11 +100,35 @@ class UnlearnSidecar:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> UnlearnSidecar:
-        """Read a sidecar file (or the sidecar inside a directory)."""
-        path = os.path.join(path, SIDECAR_NAME) if os.path.isdir(path) else os.fspath(path)
+        """Read a sidecar file (or the sidecar inside a directory, under its current or its legacy name)."""
+        if os.path.isdir(path):
+            found = find_sidecar(path)
+            if found is None:
+                raise FileNotFoundError(
+                    f"{path} has no {SIDECAR_NAME} (nor the legacy {LEGACY_SIDECAR_NAME}); it is written next to "
+                    "the PEFT files by UnlearnTrainer.save_model."
+                )
+            path = found
+        path = os.fspath(path)
         try:
             with open(path, encoding="utf-8") as handle:
                 data = json.load(handle)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is not valid JSON ({error}); the sidecar is corrupted.") from error
         return cls.from_dict(data, source=path)
+
+
+def find_sidecar(directory: str | os.PathLike[str]) -> str | None:
+    """The sidecar's path in `directory`: `SIDECAR_NAME`, else `LEGACY_SIDECAR_NAME` (logged); `None` if neither."""
+    for name in (SIDECAR_NAME, LEGACY_SIDECAR_NAME):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            if name == LEGACY_SIDECAR_NAME:
+                logger.info(
+                    "%s holds the sidecar under its legacy name %s; saving or pushing the adapter again writes %s.",
+                    directory,
+                    LEGACY_SIDECAR_NAME,
+                    SIDECAR_NAME,
+                )
+            return path
+    return None
