@@ -39,7 +39,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
 from unlearn_peft import ULDModel, UnlearnConfig, UnlearnTrainer
-from unlearn_peft.data import ForgetRetainCollator, tokenize_dataset
+from unlearn_peft.data import TokenBatch, pad_sequences, tokenize_dataset
 from unlearn_peft.embedded import cache_dir, smollm2_checkpoint
 from unlearn_peft.evaluation import answer_probability, evaluate_tofu, forget_quality, write_tofu_report
 from unlearn_peft.sources import load_rows
@@ -63,6 +63,11 @@ METHODS = [
     ("SimNPO", "simnpo", "nll"),
     ("IdkDPO", "idk_dpo", "nll"),
 ]
+
+
+def causal_lm_inputs(batch: TokenBatch) -> dict[str, torch.Tensor]:
+    """A padded batch as the keyword arguments of a causal LM's forward (the loss on the answer tokens)."""
+    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "labels": batch.labels}
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -138,7 +143,7 @@ def fine_tune(rows: list[dict], options: argparse.Namespace, tokenizer, destinat
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=ForgetRetainCollator(pad_token_id=tokenizer.pad_token_id),
+        data_collator=lambda rows: causal_lm_inputs(pad_sequences(rows, tokenizer.pad_token_id)),
     )
     trainer.train()
     merged = trainer.model.merge_and_unload()

@@ -138,8 +138,9 @@ def child(options: argparse.Namespace) -> None:
 
     class Recording(UnlearnTrainer):
         def compute_loss(self, model, inputs, *args, **kwargs):
-            shapes.append({k: list(v.shape) for k, v in inputs.items() if k.endswith("input_ids")})
-            answers.append({k: int(count_loss_tokens(v)) for k, v in inputs.items() if k.endswith("_labels")})
+            groups = inputs.groups()
+            shapes.append({f"{name}_input_ids": list(group.input_ids.shape) for name, group in groups.items()})
+            answers.append({f"{name}_labels": int(count_loss_tokens(group.labels)) for name, group in groups.items()})
             if not (options.profile_child and len(shapes) == 2):
                 return super().compute_loss(model, inputs, *args, **kwargs)
             # What the backward will need, by kind: the activation memory held at the end of the forward.

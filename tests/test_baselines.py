@@ -125,10 +125,8 @@ def _trainer(tmp_path, model, tokenizer, forget, retain, method, retain_loss, **
 
 def _forget_log_probs(trainer, batch):
     with torch.no_grad():
-        logits = trainer.model(
-            input_ids=batch["forget_input_ids"], attention_mask=batch["forget_attention_mask"]
-        ).logits
-    return sequence_log_probs(AnswerTokens.from_logits(logits, batch["forget_labels"]))[0]
+        logits = trainer.model(input_ids=batch.forget.input_ids, attention_mask=batch.forget.attention_mask).logits
+    return sequence_log_probs(AnswerTokens.from_logits(logits, batch.forget.labels))[0]
 
 
 @pytest.mark.parametrize(("method", "retain_loss"), METHODS)
@@ -155,17 +153,15 @@ def test_loss_by_hand_and_one_step_lowers_forget_likelihood(
     batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
     with torch.no_grad():
         loss = trainer.compute_loss(model, batch).item()
-        forget_logits = model(
-            input_ids=batch["forget_input_ids"], attention_mask=batch["forget_attention_mask"]
-        ).logits
-        log_probs, lengths = sequence_log_probs(AnswerTokens.from_logits(forget_logits, batch["forget_labels"]))
+        forget_logits = model(input_ids=batch.forget.input_ids, attention_mask=batch.forget.attention_mask).logits
+        log_probs, lengths = sequence_log_probs(AnswerTokens.from_logits(forget_logits, batch.forget.labels))
         tokens = lengths.sum().item()
         args = trainer.args
         if method == "ga":
             expected = log_probs.sum().item() / tokens
         elif method == "npo":
             # At initialisation (LoRA B = 0) the model is its reference: log σ(0) for every sequence.
-            assert torch.allclose(batch["forget_reference_log_prob"], log_probs, atol=1e-4)
+            assert torch.allclose(batch.forget.reference_log_prob, log_probs, atol=1e-4)
             expected = (2 / args.beta) * math.log(2)
         elif method == "simnpo":
             # Weighted by γ = 0.125, open-unlearning's configs/trainer/SimNPO.yaml.
@@ -174,11 +170,9 @@ def test_loss_by_hand_and_one_step_lowers_forget_likelihood(
         else:
             expected = (2 / args.beta) * math.log(2)  # policy == reference on both sides at initialisation
         if retain_loss == "nll" or (retain_loss is None and method != "ga"):
-            retain_logits = model(
-                input_ids=batch["retain_input_ids"], attention_mask=batch["retain_attention_mask"]
-            ).logits
+            retain_logits = model(input_ids=batch.retain.input_ids, attention_mask=batch.retain.attention_mask).logits
             retain_log_probs, retain_lengths = sequence_log_probs(
-                AnswerTokens.from_logits(retain_logits, batch["retain_labels"])
+                AnswerTokens.from_logits(retain_logits, batch.retain.labels)
             )
             retain_weight = 0.1 if method == "simnpo" else 1.0
             expected += retain_weight * -retain_log_probs.sum().item() / retain_lengths.sum().item()
@@ -246,9 +240,9 @@ def test_idk_dpo_chosen_side_uses_refusals(tmp_path, make_tiny_llama, tokenizer,
         refusal_answers=["No idea.", "Cannot say."],
     )
     item = trainer.train_dataset[2]
-    chosen = tokenizer.decode([t for t in item["forget_chosen_labels"] if t != -100])
+    chosen = tokenizer.decode([t for t in item["forget"]["refusal_labels"] if t != -100])
     assert chosen == "No idea.<|im_end|>\n"
-    assert "forget_chosen_reference_log_prob" in item and "forget_reference_log_prob" in item
+    assert "refusal_reference_log_prob" in item["forget"] and "reference_log_prob" in item["forget"]
 
 
 @pytest.mark.slow
@@ -306,7 +300,7 @@ def test_precomputed_reference_equals_recomputing_it(
                 parameter.normal_(0, 0.05, generator=torch.Generator().manual_seed(index))
         model.eval()
         batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
-        assert ("forget_reference_log_prob" in batch) == precompute
+        assert (batch.forget.reference_log_prob is not None) == precompute
         with torch.no_grad():
             losses.append(trainer.compute_loss(model, batch).item())
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)

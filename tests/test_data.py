@@ -10,6 +10,7 @@ from unlearn_peft.data import (
     QUESTION_ANSWER,
     ForgetRetainCollator,
     ForgetRetainDataset,
+    UnlearningBatch,
     detect_format,
     paraphrase_augmentation,
     perturbed_retain_augmentation,
@@ -139,7 +140,7 @@ def test_forget_retain_pairing_cycles_and_walks_through_retain():
     seen = []
     for epoch in range(2):
         paired.set_epoch(epoch)
-        seen += [paired[i]["retain_input_ids"][0] for i in range(3)]
+        seen += [paired[i]["retain"]["input_ids"][0] for i in range(3)]
     assert seen == [10, 11, 12, 13, 14, 10]
 
 
@@ -148,20 +149,46 @@ def test_collator_pads_forget_and_retain_to_one_length():
     batch = collator(
         [
             {
-                "forget_input_ids": [5, 6, 7],
-                "forget_labels": [-100, 6, 7],
-                "retain_input_ids": [8],
-                "retain_labels": [8],
+                "forget": {"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "reference_log_prob": -1.5},
+                "retain": {"input_ids": [8], "labels": [8]},
             },
             {
-                "forget_input_ids": [5],
-                "forget_labels": [5],
-                "retain_input_ids": [1, 2, 3, 4],
-                "retain_labels": [1, 2, 3, 4],
+                "forget": {"input_ids": [5], "labels": [5], "reference_log_prob": -2.0},
+                "retain": {"input_ids": [1, 2, 3, 4], "labels": [1, 2, 3, 4]},
             },
         ]
     )
-    assert batch["forget_input_ids"].shape == batch["retain_input_ids"].shape == (2, 4)
-    assert batch["forget_input_ids"][1].tolist() == [5, 0, 0, 0]
-    assert batch["forget_labels"][1].tolist() == [5, -100, -100, -100]
-    assert batch["forget_attention_mask"][0].tolist() == [1, 1, 1, 0]
+    assert isinstance(batch, UnlearningBatch) and batch.refusal is None and len(batch) == 2
+    assert batch.forget.input_ids.shape == batch.retain.input_ids.shape == (2, 4)
+    assert batch.forget.input_ids[1].tolist() == [5, 0, 0, 0]
+    assert batch.forget.labels[1].tolist() == [5, -100, -100, -100]
+    assert batch.forget.attention_mask[0].tolist() == [1, 1, 1, 0]
+    assert batch.retain.attention_mask[0].tolist() == [1, 0, 0, 0]
+    assert batch.retain.labels[0].tolist() == [8, -100, -100, -100]
+    assert batch.forget.reference_log_prob.tolist() == [-1.5, -2.0] and batch.retain.reference_log_prob is None
+    assert batch.num_tokens() == 3 + 1 + 1 + 4
+
+
+def test_collator_adds_the_refusal_group_and_pads_it_with_the_others():
+    forget_row = {
+        "input_ids": [5, 6],
+        "labels": [-100, 6],
+        "refusal_input_ids": [5, 7, 7, 7, 7],
+        "refusal_labels": [-100, 7, 7, 7, 7],
+    }
+    batch = ForgetRetainCollator(pad_token_id=9, pad_to_multiple_of=4)([{"forget": forget_row}])
+    assert batch.retain is None
+    assert batch.forget.input_ids.tolist() == [[5, 6, 9, 9, 9, 9, 9, 9]]
+    assert batch.refusal.input_ids.tolist() == [[5, 7, 7, 7, 7, 9, 9, 9]]
+    assert batch.refusal.labels.tolist() == [[-100, 7, 7, 7, 7, -100, -100, -100]]
+    assert list(batch.groups()) == ["forget", "refusal"]
+
+
+def test_collator_refuses_a_batch_where_only_some_examples_have_a_retain_row():
+    with pytest.raises(ValueError, match="'retain' row"):
+        ForgetRetainCollator(pad_token_id=0)(
+            [
+                {"forget": {"input_ids": [1], "labels": [1]}, "retain": {"input_ids": [2], "labels": [2]}},
+                {"forget": {"input_ids": [1], "labels": [1]}},
+            ]
+        )

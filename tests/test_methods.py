@@ -29,16 +29,16 @@ class BoundedGradientAscent(UnlearningMethod):
     }
     bound = 20.0
 
-    def forget_term(self, answers, inputs, counts, args) -> ForgetTerm:
-        loss = torch.relu(self.bound - nll_loss(answers["forget"], counts.get("forget")))
-        return ForgetTerm(loss, "forget", count_loss_tokens(inputs["forget_labels"]))
+    def forget_term(self, answers, batch, counts, args) -> ForgetTerm:
+        loss = torch.relu(self.bound - nll_loss(answers["forget"], counts.forget_tokens))
+        return ForgetTerm(loss, counts.forget_tokens, count_loss_tokens(batch.forget.labels))
 
 
 def test_builtin_methods_are_registered_in_order_with_their_defaults():
     assert list(METHODS) == ["uld", "ga", "npo", "simnpo", "idk_dpo"]
     assert get_method("uld").trains_assistant and not any(METHODS[name].trains_assistant for name in list(METHODS)[1:])
     assert get_method("npo").reference_groups == ("forget",)
-    assert get_method("idk_dpo").reference_groups == ("forget", "forget_chosen")
+    assert get_method("idk_dpo").reference_groups == ("forget", "refusal")
     assert UnlearnConfig(output_dir="x", method="simnpo").forget_loss_weight == 0.125
 
 

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from unlearn_peft import UnlearnConfig, UnlearnTrainer
+from unlearn_peft.data import pad_sequences
 from unlearn_peft.evaluation import answer_probability
 from unlearn_peft.losses import AnswerTokens, nll_loss
 from unlearn_peft.modeling import ULDModel
@@ -20,21 +21,16 @@ pytestmark = pytest.mark.slow
 def _assistant_metrics(trainer: UnlearnTrainer, forget_rows, retain_rows) -> tuple[float, float]:
     """(mean NLL on forget answers, mean entropy of the next-token distribution on retain answers)."""
     model = trainer.model.eval()
-    forget_batch = trainer.data_collator(
-        [{"forget_input_ids": f["input_ids"], "forget_labels": f["labels"]} for f in forget_rows]
-    )
-    retain_batch = trainer.data_collator(
-        [{"forget_input_ids": r["input_ids"], "forget_labels": r["labels"]} for r in retain_rows]
-    )
+    pad_token_id = trainer.processing_class.pad_token_id
+    forget_batch = pad_sequences(forget_rows, pad_token_id)
+    retain_batch = pad_sequences(retain_rows, pad_token_id)
     with torch.no_grad():
-        forget_logits = model(
-            input_ids=forget_batch["forget_input_ids"], attention_mask=forget_batch["forget_attention_mask"]
-        ).logits
-        nll = nll_loss(AnswerTokens.from_logits(forget_logits, forget_batch["forget_labels"])).item()
-        retain_logits = model(
-            input_ids=retain_batch["forget_input_ids"], attention_mask=retain_batch["forget_attention_mask"]
-        ).logits[:, :-1]
-        mask = retain_batch["forget_labels"][:, 1:].ne(-100)
+        forget_logits = model(input_ids=forget_batch.input_ids, attention_mask=forget_batch.attention_mask).logits
+        nll = nll_loss(AnswerTokens.from_logits(forget_logits, forget_batch.labels)).item()
+        retain_logits = model(input_ids=retain_batch.input_ids, attention_mask=retain_batch.attention_mask).logits[
+            :, :-1
+        ]
+        mask = retain_batch.labels[:, 1:].ne(-100)
         log_probs = torch.log_softmax(retain_logits.float(), dim=-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)[mask].mean().item()
     model.train()

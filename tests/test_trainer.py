@@ -7,7 +7,7 @@ from peft import LoraConfig
 from safetensors.torch import load_file
 
 from unlearn_peft import SIDECAR_NAME, UnlearnConfig, UnlearnTrainer
-from unlearn_peft.trainer import load_causal_lm
+from unlearn_peft.loading import load_causal_lm
 
 from .conftest import qa_only
 

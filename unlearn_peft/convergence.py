@@ -68,6 +68,21 @@ class ConvergenceTracker:
             "step_budget": budget,
         }
 
+    def report(self, steps: int, budget: int) -> dict[str, Any]:
+        """Log whether the assistant converged within its step budget (a warning when it did not) and return the
+        `summary` the sidecar and the model card record."""
+        if self.converged:
+            logger.info("ULD assistant converged in %d of at most %d steps (%s).", steps, budget, self.describe())
+        else:
+            logger.warning(
+                "The ULD assistant has NOT converged after %d of %d steps: %s. Unlearning will be weak and retained "
+                "answers may change; raise the step budget (max_steps or min_train_steps) or the learning rate.",
+                steps,
+                budget,
+                self.describe(),
+            )
+        return self.summary(steps, budget)
+
     def describe(self) -> str:
         retain = f"{self.retain_mean:.3f}" if self.retain_mean is not None else "n/a"
         return (

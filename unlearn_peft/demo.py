@@ -73,6 +73,7 @@ def stated_counts(model, tokenizer, forget, retain) -> dict[str, int]:
 
 
 def write_plot(before: dict[str, float], after: dict[str, float], path: Path) -> None:
+    # Imported here: the headless backend must be chosen before pyplot loads, and only reports need it.
     import matplotlib
 
     matplotlib.use("Agg")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from .command_line import CommandLineError, OneLineErrors
@@ -142,8 +143,6 @@ def model_init_kwargs(model_args: ModelConfig, config: UnlearnConfig) -> dict[st
             )
         kwargs["quantization_config"] = quantization_config
         if torch.cuda.is_available():
-            from accelerate import PartialState
-
             kwargs.setdefault("device_map", {"": PartialState().local_process_index})
     return kwargs
 

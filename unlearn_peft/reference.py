@@ -7,14 +7,13 @@ during training, so they are computed once, before training, and stored with the
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from datasets import Dataset
 from peft import PeftModel
 from tqdm.auto import tqdm
 
 from .answer_tokens import forward_answer_tokens
+from .data import pad_sequences
 from .losses import sequence_log_probs
 from .utils import eval_mode
 
@@ -23,7 +22,7 @@ from .utils import eval_mode
 def reference_sequence_log_probs(
     model: PeftModel,
     dataset: Dataset,
-    collate: Callable[[list[dict]], dict[str, torch.Tensor]],
+    pad_token_id: int,
     *,
     input_ids_column: str = "input_ids",
     labels_column: str = "labels",
@@ -37,18 +36,14 @@ def reference_sequence_log_probs(
     with eval_mode(model), model.disable_adapter():
         for start in tqdm(range(0, len(dataset), batch_size), desc=description, disable=disable_progress):
             rows = dataset[start : start + batch_size]
-            batch = collate(
+            batch = pad_sequences(
                 [
                     {"input_ids": ids, "labels": labels}
                     for ids, labels in zip(rows[input_ids_column], rows[labels_column], strict=True)
-                ]
-            )
-            answer = forward_answer_tokens(
-                model,
-                batch["input_ids"].to(device),
-                batch["attention_mask"].to(device),
-                batch["labels"].to(device),
-            )
+                ],
+                pad_token_id,
+            ).to(device)
+            answer = forward_answer_tokens(model, batch.input_ids, batch.attention_mask, batch.labels)
             log_probs, _ = sequence_log_probs(answer)
             values.extend(log_probs.float().cpu().tolist())
     return values

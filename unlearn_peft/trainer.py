@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import math
-import os
 from collections import defaultdict
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -15,9 +13,7 @@ from datasets import Dataset
 from peft import PeftConfig, PeftModel
 from torch import nn
 from transformers import (
-    AutoModelForCausalLM,
     AutoTokenizer,
-    BitsAndBytesConfig,
     DataCollator,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -25,69 +21,23 @@ from transformers import (
     Trainer,
     TrainerCallback,
 )
-from transformers.trainer import TRAINING_ARGS_NAME as TRAINING_ARGS_PICKLE
 from transformers.trainer_utils import set_seed
 
 from .answer_tokens import AnswerTokens, forward_answer_tokens
-from .assistant import resolve_assistant_num_layers
 from .config import UnlearnConfig
 from .convergence import ConvergenceTracker, StopWhenConverged
-from .data import (
-    ForgetRetainCollator,
-    ForgetRetainDataset,
-    as_dataset,
-    concatenate_tokenized,
-    tokenize_dataset,
-)
-from .hub import push_adapter
-from .losses import (
-    count_loss_tokens,
-    sequence_log_probs,
-)
+from .data import REFUSAL_PREFIX, ForgetRetainCollator, StepCounts, TokenBatch, UnlearningBatch
+from .data.preparation import epochs_for_min_train_steps, prepare_eval_dataset, prepare_train_dataset
+from .loading import load_causal_lm
+from .losses import count_loss_tokens, sequence_log_probs
 from .methods import get_method
-from .model_card import render_model_card
-from .quiet import announce_quantization_messages
+from .publishing import AdapterPublishingMixin
 from .reference import reference_sequence_log_probs
-from .saving import staged_save
-from .sidecar import UnlearnSidecar, base_model_fingerprint, base_model_reference
-from .truncated import load_assistant_layers, load_config
-from .utils import torch_dtype
-from .version import __version__
 
 logger = logging.getLogger(__name__)
 
-TRAINING_ARGS_JSON = "training_args.json"
 
-
-def load_causal_lm(
-    model_id: str,
-    model_init_kwargs: dict[str, Any] | None,
-    *,
-    only_assistant_layers: bool = False,
-    assistant_num_layers: int | None = None,
-) -> PreTrainedModel:
-    """Load a causal LM by Hub id or local path with `model_init_kwargs` (TRL conventions).
-
-    With `only_assistant_layers=True`, only the embeddings, the first `assistant_num_layers` decoder layers (default
-    a quarter), the final norm and the LM head are loaded, and from the Hub downloaded: see `unlearn_peft.truncated`.
-    """
-    kwargs = dict(model_init_kwargs or {})
-    if kwargs.get("dtype", "auto") != "auto":
-        kwargs["dtype"] = torch_dtype(kwargs["dtype"], "model_init_kwargs['dtype']")
-    if isinstance(kwargs.get("quantization_config"), dict):
-        kwargs["quantization_config"] = BitsAndBytesConfig(**kwargs["quantization_config"])
-    if kwargs.get("quantization_config") is not None:
-        announce_quantization_messages()
-    if kwargs.get("trust_remote_code"):
-        raise ValueError("unlearn-peft never runs remote code: remove trust_remote_code from model_init_kwargs.")
-    if only_assistant_layers:
-        config = load_config(model_id, kwargs)
-        num_layers = resolve_assistant_num_layers(assistant_num_layers, config)
-        return load_assistant_layers(model_id, num_layers, config, **kwargs)
-    return AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
-
-
-class UnlearnTrainer(Trainer):
+class UnlearnTrainer(AdapterPublishingMixin, Trainer):
     """Trainer for LLM unlearning.
 
     With `method="uld"` (the default) it trains the assistant of ULD (Ji et al. 2024, arXiv 2406.08607): an
@@ -201,15 +151,18 @@ class UnlearnTrainer(Trainer):
             tokenizer.pad_token = tokenizer.eos_token
 
         self.target_model = model
+        self._pad_token_id = tokenizer.pad_token_id
         self.method = args.method
         self.unlearning_method = get_method(args.method)
         self.assistant_num_layers = self.unlearning_method.assistant_num_layers(model, args)
-        train_dataset = self._prepare_train_dataset(forget_dataset, retain_dataset, tokenizer, args)
+        train_dataset, self.dataset_summary = prepare_train_dataset(
+            forget_dataset, retain_dataset, tokenizer, args, self.unlearning_method
+        )
         # Names (never contents) of the datasets, for the sidecar and the model card.
         for key, name in (("forget_dataset", forget_dataset_name), ("retain_dataset", retain_dataset_name)):
             if name is not None:
                 self.dataset_summary[key] = name
-        prepared_eval = self._prepare_eval_dataset(eval_dataset, tokenizer, args)
+        prepared_eval = prepare_eval_dataset(eval_dataset, tokenizer, args)
 
         set_seed(args.seed)  # the LoRA's initial weights: the same for the same seed, whatever ran before
         trained_model = self.unlearning_method.wrap_model(model, peft_config, args)
@@ -231,7 +184,9 @@ class UnlearnTrainer(Trainer):
         self.loss_is_scaled_for_ga = True
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.last_train_metrics: dict[str, float] = {}
-        self._apply_min_train_steps()
+        epochs = epochs_for_min_train_steps(len(self.train_dataset), args)
+        if epochs is not None:
+            args.num_train_epochs = epochs
         self.convergence: ConvergenceTracker | None = None
         self.convergence_summary: dict[str, Any] = {}
         if self.unlearning_method.trains_assistant:
@@ -243,215 +198,105 @@ class UnlearnTrainer(Trainer):
         if self.unlearning_method.reference_groups and args.precompute_reference_log_probs:
             self._cache_reference_log_probs()
 
-    # ------------------------------------------------------------------ data
-
-    def _prepare_train_dataset(
-        self,
-        forget_dataset: Dataset | Sequence[dict[str, Any]] | None,
-        retain_dataset: Dataset | Sequence[dict[str, Any]] | None,
-        tokenizer: PreTrainedTokenizerBase,
-        args: UnlearnConfig,
-    ) -> ForgetRetainDataset:
-        forget = as_dataset(forget_dataset, "forget_dataset")
-        retain = as_dataset(retain_dataset, "retain_dataset")
-        if forget is None or len(forget) == 0:
-            raise ValueError("forget_dataset is empty: pass at least one row of what the model must unlearn.")
-        if retain is not None and len(retain) == 0:
-            raise ValueError(
-                "retain_dataset is empty: pass rows the model must keep, or None with retain_loss_weight=0."
-            )
-        uses_retain = self.unlearning_method.uses_retain(args)
-        if retain is None and uses_retain:
-            raise ValueError(
-                f"retain_dataset is required for method={args.method!r} with retain_loss_weight="
-                f"{args.retain_loss_weight} > 0 (retain term: "
-                f"{args.retain_loss or 'KL(uniform ‖ assistant)'}). Pass one, or set retain_loss_weight=0."
-            )
-
-        paraphrased = self.unlearning_method.forget_augmentation(forget, args)
-        perturbed = self.unlearning_method.retain_augmentation(forget, args)
-        tokenize = dict(tokenizer=tokenizer, max_length=args.max_length)
-        forget_tokens = concatenate_tokenized(
-            [
-                tokenize_dataset(forget, name="forget_dataset", **tokenize),
-                tokenize_dataset(paraphrased, name="forget_dataset (paraphrase augmentation)", **tokenize)
-                if paraphrased is not None
-                else None,
-            ]
-        )
-        forget_tokens = self.unlearning_method.add_forget_columns(
-            forget_tokens, forget, lambda rows, name: tokenize_dataset(rows, name=name, **tokenize), args
-        )
-        retain_tokens = None
-        if retain is not None and uses_retain:
-            retain_tokens = concatenate_tokenized(
-                [
-                    tokenize_dataset(retain, name="retain_dataset", **tokenize),
-                    tokenize_dataset(perturbed, name="retain_dataset (perturbed-answer augmentation)", **tokenize)
-                    if perturbed is not None and args.retain_loss_weight > 0
-                    else None,
-                ]
-            )
-        self.dataset_summary = {
-            "forget_rows": len(forget),
-            "forget_examples": len(forget_tokens),
-            "retain_rows": len(retain) if retain is not None else 0,
-            "retain_examples": len(retain_tokens) if retain_tokens is not None else 0,
-        }
-        logger.info("Unlearning data: %s", self.dataset_summary)
-        return ForgetRetainDataset(forget_tokens, retain_tokens)
-
-    def _prepare_eval_dataset(
-        self,
-        eval_dataset: dict[str, Dataset | Sequence[dict[str, Any]]] | None,
-        tokenizer: PreTrainedTokenizerBase,
-        args: UnlearnConfig,
-    ) -> ForgetRetainDataset | None:
-        if eval_dataset is None:
-            return None
-        if not isinstance(eval_dataset, dict) or "forget" not in eval_dataset:
-            raise ValueError(
-                "eval_dataset must be a dict {'forget': rows, 'retain': rows}; evaluation reports the assistant's "
-                "forget and retain losses."
-            )
-        unknown = set(eval_dataset) - {"forget", "retain"}
-        if unknown:
-            raise ValueError(f"eval_dataset has unknown keys {sorted(unknown)}; use 'forget' and 'retain'.")
-        tokenize = dict(tokenizer=tokenizer, max_length=args.max_length)
-        forget = as_dataset(eval_dataset["forget"], "eval_dataset['forget']")
-        if forget is None or len(forget) == 0:
-            raise ValueError("eval_dataset['forget'] is empty.")
-        retain = as_dataset(eval_dataset.get("retain"), "eval_dataset['retain']")
-        return ForgetRetainDataset(
-            tokenize_dataset(forget, name="eval_dataset['forget']", **tokenize),
-            tokenize_dataset(retain, name="eval_dataset['retain']", **tokenize) if retain is not None else None,
-        )
-
-    def _apply_min_train_steps(self) -> None:
-        args = self.args
-        if args.max_steps > 0 or args.min_train_steps <= 0:
-            return
-        batches_per_epoch = math.ceil(len(self.train_dataset) / (args.per_device_train_batch_size * args.world_size))
-        steps_per_epoch = max(math.ceil(batches_per_epoch / args.gradient_accumulation_steps), 1)
-        planned_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
-        if planned_steps < args.min_train_steps:
-            epochs = math.ceil(args.min_train_steps / steps_per_epoch)
-            logger.warning(
-                "num_train_epochs=%s gives only %d optimiser steps on %d forget examples; allowing %d epochs "
-                "(%d steps) to reach min_train_steps=%d, which small forget sets need to converge.",
-                args.num_train_epochs,
-                planned_steps,
-                len(self.train_dataset),
-                epochs,
-                epochs * steps_per_epoch,
-                args.min_train_steps,
-            )
-            args.num_train_epochs = float(epochs)
-
     # ------------------------------------------------------------------ loss
 
     def _cache_reference_log_probs(self) -> None:
         """Store `log π_ref(y|x)` of every forget example (and of its refusal, for idk_dpo) before training."""
         forget = self.train_dataset.forget
-        # A batch group `forget_<side>` comes from the forget rows' columns `<side>_input_ids`, `<side>_labels`.
-        sides = [group.removeprefix("forget").lstrip("_") for group in self.unlearning_method.reference_groups]
-        for side in sides:
-            prefix = f"{side}_" if side else ""
-            input_ids_column, labels_column = f"{prefix}input_ids", f"{prefix}labels"
-            output_column = f"{prefix}reference_log_prob"
+        for group in self.unlearning_method.reference_groups:
+            prefix = "" if group == "forget" else REFUSAL_PREFIX
             values = reference_sequence_log_probs(
                 self.model,
                 forget,
-                self.data_collator,
-                input_ids_column=input_ids_column,
-                labels_column=labels_column,
+                self._pad_token_id,
+                input_ids_column=f"{prefix}input_ids",
+                labels_column=f"{prefix}labels",
                 batch_size=self.args.per_device_eval_batch_size,
                 device=self.args.device,
-                description=f"Reference log-probs ({output_column})",
+                description=f"Reference log-probs ({group})",
                 disable_progress=self.args.disable_tqdm,
             )
-            forget = forget.add_column(output_column, values)
+            forget = forget.add_column(f"{prefix}reference_log_prob", values)
         self.train_dataset.forget = forget
 
-    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> dict[str, torch.Tensor] | None:
-        """Counted items of the whole optimiser step, over all processes: answer tokens per term (`forget`,
-        `retain`) and forget sequences (`forget_sequences`, for the sequence-level losses)."""
-        if not batch_samples:
-            return None
-        counts: dict[str, torch.Tensor] = {}
-        for term in ("forget", "retain"):
-            key = f"{term}_labels"
-            if key in batch_samples[0]:
-                counts[term] = sum(count_loss_tokens(batch[key]) for batch in batch_samples).to(device)
-        if "forget_input_ids" in batch_samples[0]:
-            counts["forget_sequences"] = torch.tensor(
-                sum(batch["forget_input_ids"].shape[0] for batch in batch_samples), device=device
-            )
+    def _prepare_inputs(self, inputs: UnlearningBatch) -> UnlearningBatch:
+        return inputs.to(self.args.device)
+
+    def _get_num_items_in_batch(self, batch_samples: list[UnlearningBatch], device: torch.device) -> StepCounts:
+        """What the optimiser step's terms are means over, counted over all of its micro-batches and processes."""
+        counts = StepCounts.of(batch_samples, device)
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
-            counts = {name: self.accelerator.gather(count).sum() for name, count in counts.items()}
-        return counts or None
+            counts = counts.summed(lambda count: self.accelerator.gather(count).sum())
+        return counts
+
+    def floating_point_ops(self, inputs: UnlearningBatch) -> int:
+        """Trainer's estimate (6 · tokens · parameters without embeddings) over every group of the batch."""
+        if not hasattr(self.model, "num_parameters"):
+            return 0
+        return 6 * inputs.num_tokens() * self.model.num_parameters(exclude_embeddings=True)
+
+    def _track_num_input_tokens(self, inputs: UnlearningBatch) -> None:
+        if self.args.include_num_input_tokens_seen == "no":
+            return
+        tokens = torch.as_tensor(inputs.num_tokens(), device=self.args.device, dtype=torch.int64)
+        self.state.num_input_tokens_seen += self.accelerator.gather(tokens).sum().item()
 
     def compute_loss(
         self,
         model: nn.Module,
-        inputs: dict[str, torch.Tensor],
+        inputs: UnlearningBatch,
         return_outputs: bool = False,
-        num_items_in_batch: dict[str, torch.Tensor] | None = None,
+        num_items_in_batch: StepCounts | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         """`forget_loss_weight · L_f + retain_loss_weight · L_r`, with one forward over every sequence of the batch.
 
         The LM head runs only at answer positions (see `unlearn_peft.answer_tokens`); with `return_outputs=True` the
         outputs are those [`AnswerTokens`].
         """
-        counts = num_items_in_batch if isinstance(num_items_in_batch, dict) else {}
-        groups = ["forget"]
-        if "forget_chosen_input_ids" in inputs:
-            groups.append("forget_chosen")
-        if "retain_input_ids" in inputs:
-            groups.append("retain")
+        counts = num_items_in_batch if isinstance(num_items_in_batch, StepCounts) else StepCounts()
+        groups = inputs.groups()
         answers = forward_answer_tokens(
             model,
-            torch.cat([inputs[f"{group}_input_ids"] for group in groups]),
-            torch.cat([inputs[f"{group}_attention_mask"] for group in groups]),
-            torch.cat([inputs[f"{group}_labels"] for group in groups]),
+            torch.cat([group.input_ids for group in groups.values()]),
+            torch.cat([group.attention_mask for group in groups.values()]),
+            torch.cat([group.labels for group in groups.values()]),
             unwrapped_model=self.accelerator.unwrap_model(model),
         )
-        sizes = [inputs[f"{group}_input_ids"].shape[0] for group in groups]
-        by_group = dict(zip(groups, answers.split(sizes), strict=True))
+        by_group = dict(zip(groups, answers.split([len(group) for group in groups.values()]), strict=True))
 
-        if self.unlearning_method.reference_groups and "forget_reference_log_prob" not in inputs:
-            inputs = {**inputs, **self._reference_log_probs_now(inputs)}
+        if self.unlearning_method.reference_groups and inputs.forget.reference_log_prob is None:
+            inputs = self._with_reference_log_probs(inputs)
         forget = self.unlearning_method.forget_term(by_group, inputs, counts, self.args)
-        terms = {"forget": (forget.loss, counts.get(forget.count_name), forget.local_count)}
+        terms = {"forget": (forget.loss, forget.global_count, forget.local_count)}
         loss = self.args.forget_loss_weight * forget.loss
-        if "retain" in by_group:
+        if inputs.retain is not None:
             retain_term = self.unlearning_method.retain_term(
-                by_group["retain"], lambda: self._reference_answers(model, inputs, "retain"), counts, self.args
+                by_group["retain"], lambda: self._reference_answers(model, inputs.retain), counts, self.args
             )
-            terms["retain"] = (retain_term, counts.get("retain"), count_loss_tokens(inputs["retain_labels"]))
+            terms["retain"] = (retain_term, counts.retain_tokens, count_loss_tokens(inputs.retain.labels))
             loss = loss + self.args.retain_loss_weight * retain_term
 
         self._check_finite(terms)
         self._record_term_metrics(terms)
-        if counts and self.args.average_tokens_across_devices and self.args.world_size > 1:
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
             # Counts were summed over processes, and DDP averages gradients: undo that average.
             loss = loss * self.accelerator.num_processes
         return (loss, answers) if return_outputs else loss
 
-    def _reference_log_probs_now(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Reference log-probs of this batch's forget sequences, with an extra forward (no precomputation)."""
-        return {
-            f"{group}_reference_log_prob": sequence_log_probs(self._reference_answers(self.model, inputs, group))[0]
-            for group in self.unlearning_method.reference_groups
-        }
+    def _with_reference_log_probs(self, batch: UnlearningBatch) -> UnlearningBatch:
+        """The batch with its groups' reference log-probs, from an extra forward (no precomputation)."""
+        groups = {}
+        for name in self.unlearning_method.reference_groups:
+            group = getattr(batch, name)
+            log_probs = sequence_log_probs(self._reference_answers(self.model, group))[0]
+            groups[name] = replace(group, reference_log_prob=log_probs)
+        return replace(batch, **groups)
 
-    def _reference_answers(self, model: nn.Module, inputs: dict[str, torch.Tensor], group: str) -> AnswerTokens:
+    def _reference_answers(self, model: nn.Module, group: TokenBatch) -> AnswerTokens:
         """The reference model's answer tokens for one batch group: the same model with the adapter disabled."""
         reference = self.accelerator.unwrap_model(model)
         with torch.no_grad(), reference.disable_adapter():
-            return forward_answer_tokens(
-                reference, inputs[f"{group}_input_ids"], inputs[f"{group}_attention_mask"], inputs[f"{group}_labels"]
-            )
+            return forward_answer_tokens(reference, group.input_ids, group.attention_mask, group.labels)
 
     def _check_finite(self, terms: dict[str, tuple[torch.Tensor, Any, Any]]) -> None:
         """Stop training with a clear error when a loss term is NaN or infinite (the last checkpoint stays)."""
@@ -481,7 +326,7 @@ class UnlearnTrainer(Trainer):
     def prediction_step(
         self,
         model: nn.Module,
-        inputs: dict[str, torch.Tensor],
+        inputs: UnlearningBatch,
         prediction_loss_only: bool,
         ignore_keys: list[str] | None = None,
     ) -> tuple[torch.Tensor, None, None]:
@@ -490,12 +335,18 @@ class UnlearnTrainer(Trainer):
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
 
-    def evaluation_loop(self, *args: Any, **kwargs: Any):
-        output = super().evaluation_loop(*args, **kwargs)
-        prefix = kwargs.get("metric_key_prefix", args[3] if len(args) > 3 else "eval")
+    def evaluation_loop(
+        self,
+        dataloader: torch.utils.data.DataLoader,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         for key, values in self._metrics["eval"].items():
             if values:
-                output.metrics[f"{prefix}_{key}"] = sum(values) / len(values)
+                output.metrics[f"{metric_key_prefix}_{key}"] = sum(values) / len(values)
         self._metrics["eval"].clear()
         return output
 
@@ -514,118 +365,5 @@ class UnlearnTrainer(Trainer):
     def train(self, *args: Any, **kwargs: Any):
         output = super().train(*args, **kwargs)
         if self.convergence is not None:
-            self._report_convergence()
+            self.convergence_summary = self.convergence.report(self.state.global_step, self.state.max_steps)
         return output
-
-    def _report_convergence(self) -> None:
-        """Record whether the assistant converged within its step budget, and say so when it did not."""
-        tracker, steps, budget = self.convergence, self.state.global_step, self.state.max_steps
-        self.convergence_summary = tracker.summary(steps, budget)
-        if tracker.converged:
-            logger.info("ULD assistant converged in %d of at most %d steps (%s).", steps, budget, tracker.describe())
-            return
-        logger.warning(
-            "The ULD assistant has NOT converged after %d of %d steps: %s. Unlearning will be weak and retained "
-            "answers may change; raise the step budget (max_steps or min_train_steps) or the learning rate.",
-            steps,
-            budget,
-            tracker.describe(),
-        )
-
-    def build_sidecar(self) -> UnlearnSidecar:
-        """The `unlearn_config.json` describing this run's adapter."""
-        name_or_path, revision = base_model_reference(self.target_model.config)
-        args = self.args
-        return UnlearnSidecar(
-            method=args.method,
-            base_model_name_or_path=name_or_path,
-            base_model_revision=revision,
-            base_model_fingerprint=base_model_fingerprint(self.target_model),
-            library_version=__version__,
-            assistant_num_layers=self.assistant_num_layers,
-            **self.unlearning_method.sidecar_fields(args),
-            training={
-                **self.dataset_summary,
-                "retain_loss": self.unlearning_method.retain_loss_name(args),
-                "beta": args.beta,
-                "forget_loss_weight": args.forget_loss_weight,
-                "retain_loss_weight": args.retain_loss_weight,
-                "learning_rate": args.learning_rate,
-                "num_train_epochs": args.num_train_epochs,
-                "epochs_run": round(self.state.epoch or 0.0, 2),
-                "max_length": args.max_length,
-                "global_step": self.state.global_step,
-                "world_size": args.world_size,
-                **self.convergence_summary,
-            },
-        )
-
-    def _save(self, output_dir: str | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        # Atomic: a failure while writing leaves the previous adapter in output_dir loadable.
-        with staged_save(output_dir) as staging:
-            super()._save(str(staging), state_dict=state_dict)
-            # Trainer pickles the arguments; resuming never reads them back, and users get JSON instead.
-            (staging / TRAINING_ARGS_PICKLE).unlink(missing_ok=True)
-            (staging / TRAINING_ARGS_JSON).write_text(self.args.to_json_string(), encoding="utf-8")
-            self.build_sidecar().save(staging)
-            # PEFT's save_pretrained just wrote its generic README.md; the unlearning card replaces it.
-            self.create_model_card(output_dir=str(staging))
-
-    @property
-    def hub_repo_id(self) -> str:
-        """The repository `init_hf_repo` created, else `hub_model_id`, else the output directory's name."""
-        return getattr(self, "hub_model_id", None) or self.args.hub_model_id or Path(self.args.output_dir).name
-
-    def create_model_card(self, output_dir: str | None = None, **kwargs: Any) -> None:
-        """Write the unlearning model card (`hub_cards/`) as `README.md`; replaces Trainer's and PEFT's cards."""
-        if not self.is_world_process_zero():
-            return
-        directory = output_dir or self.args.output_dir
-        render_model_card(directory, repo_id=self.hub_repo_id).save(os.path.join(directory, "README.md"))
-
-    def push_to_hub(
-        self,
-        commit_message: str | None = "End of training",
-        blocking: bool = True,
-        token: str | None = None,
-        revision: str | None = None,
-        *,
-        evaluation: str | os.PathLike[str] | dict[str, Any] | None = None,
-        base_model: str | None = None,
-        datasets: Sequence[str] | None = None,
-        **kwargs: Any,
-    ) -> str | None:
-        """Save the adapter to `output_dir` and upload it with its sidecar and model card to `hub_model_id`.
-
-        Only the adapter files, the sidecar, the card and the optional evaluation are uploaded (see
-        [`~unlearn_peft.hub.push_adapter`]); optimizer states and `training_args.json` stay local. Returns the commit
-        URL on the main process, `None` elsewhere.
-        """
-        self.save_model(self.args.output_dir, _internal_call=True)
-        if not self.is_world_process_zero():
-            return None
-        return push_adapter(
-            self.args.output_dir,
-            self.hub_repo_id,
-            evaluation=evaluation,
-            base_model=base_model,
-            datasets=datasets,
-            private=self.args.hub_private_repo,
-            token=token or self.args.hub_token,
-            revision=revision or self.args.hub_revision,
-            commit_message=commit_message or "End of training",
-        )
-
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """With `push_to_hub=True`, checkpoints are pushed like the final adapter: files, sidecar and card."""
-        if not self.is_world_process_zero() or self.args.hub_strategy == "end":
-            return
-        push_adapter(
-            checkpoint_folder,
-            self.hub_repo_id,
-            private=self.args.hub_private_repo,
-            token=self.args.hub_token,
-            revision=self.args.hub_revision,
-            commit_message=f"Training in progress, step {self.state.global_step}",
-        )

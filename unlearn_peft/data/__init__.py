@@ -1,7 +1,8 @@
 """Datasets for unlearning: formats, chat template, answer masking, augmentation and the forget/retain collator.
 
 One concept per module: `formats` (detection and validation), `rendering` (chat template, answer masking,
-tokenization), `augmentation` (TOFU paraphrases and perturbed answers, refusals), `collator` (forget/retain pairs).
+tokenization), `augmentation` (TOFU paraphrases and perturbed answers, refusals), `collator` (forget/retain pairs),
+`batch` (the typed batch the trainer trains on).
 
 Supported row formats (the TRL formats, plus TOFU's question/answer):
 
@@ -21,10 +22,13 @@ from .augmentation import (
     perturbed_retain_augmentation,
     with_refusal_answers,
 )
+from .batch import StepCounts, TokenBatch, UnlearningBatch
 from .collator import (
+    REFUSAL_PREFIX,
     ForgetRetainCollator,
     ForgetRetainDataset,
     concatenate_tokenized,
+    pad_sequences,
 )
 from .formats import (
     ANSWER_COLUMN,
@@ -66,12 +70,17 @@ __all__ = [
     "PROMPT_COLUMN",
     "PROMPT_COMPLETION",
     "QUESTION_ANSWER",
+    "REFUSAL_PREFIX",
     "RenderedRow",
+    "StepCounts",
+    "TokenBatch",
+    "UnlearningBatch",
     "as_dataset",
     "check_row",
     "concatenate_tokenized",
     "detect_format",
     "format_of_columns",
+    "pad_sequences",
     "paraphrase_augmentation",
     "perturbed_retain_augmentation",
     "render_row",

@@ -1,8 +1,8 @@
-"""Forget and retain rows paired per step, and the collator that pads each side."""
+"""Forget and retain rows paired per step, and the collator that pads them into an [`UnlearningBatch`]."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +10,10 @@ import torch
 from datasets import Dataset
 
 from ..losses import IGNORE_INDEX
+from .batch import TokenBatch, UnlearningBatch
+
+REFUSAL_PREFIX = "refusal_"
+"""Columns of a forget row holding its refusal sequence (IdkDPO): `refusal_input_ids`, `refusal_labels`."""
 
 
 def concatenate_tokenized(parts: Sequence[Dataset | None]) -> Dataset:
@@ -23,9 +27,10 @@ def concatenate_tokenized(parts: Sequence[Dataset | None]) -> Dataset:
 class ForgetRetainDataset(torch.utils.data.Dataset):
     """Pairs every forget example with a retain example; one epoch is one pass over the forget set.
 
-    Forget example `i` is paired with retain example `(i + epoch · len(forget)) mod len(retain)`, so a retain set
-    shorter than the forget set is cycled, and a longer one is walked through over the epochs. The pairing depends
-    only on the index and the epoch, which makes runs and resumed runs reproducible.
+    Item `i` is `{"forget": <forget row i>, "retain": <retain row>}` (no `"retain"` without a retain set). Forget
+    example `i` is paired with retain example `(i + epoch · len(forget)) mod len(retain)`, so a retain set shorter
+    than the forget set is cycled, and a longer one is walked through over the epochs. The pairing depends only on
+    the index and the epoch, which makes runs and resumed runs reproducible.
     """
 
     def __init__(self, forget: Dataset, retain: Dataset | None) -> None:
@@ -39,45 +44,62 @@ class ForgetRetainDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.forget)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item = {f"forget_{column}": value for column, value in self.forget[index].items()}
+    def __getitem__(self, index: int) -> dict[str, dict[str, Any]]:
+        item = {"forget": self.forget[index]}
         if self.retain is not None and len(self.retain) > 0:
-            retain = self.retain[(index + self.epoch * len(self.forget)) % len(self.retain)]
-            item.update({f"retain_{column}": value for column, value in retain.items()})
+            item["retain"] = self.retain[(index + self.epoch * len(self.forget)) % len(self.retain)]
         return item
+
+
+def pad_sequences(
+    rows: Sequence[Mapping[str, Any]], pad_token_id: int, length: int | None = None, prefix: str = ""
+) -> TokenBatch:
+    """Right-pad the rows' `<prefix>input_ids` (with `pad_token_id`) and `<prefix>labels` (with -100) to `length`
+    (default: the longest), and stack `<prefix>reference_log_prob` when the rows have it."""
+    input_ids_key, labels_key, reference_key = f"{prefix}input_ids", f"{prefix}labels", f"{prefix}reference_log_prob"
+    if length is None:
+        length = max(max(len(row[input_ids_key]), len(row[labels_key])) for row in rows)
+    input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
+    for index, row in enumerate(rows):
+        input_ids[index, : len(row[input_ids_key])] = torch.tensor(row[input_ids_key], dtype=torch.long)
+        attention_mask[index, : len(row[input_ids_key])] = 1
+        labels[index, : len(row[labels_key])] = torch.tensor(row[labels_key], dtype=torch.long)
+    reference = None
+    if reference_key in rows[0]:
+        reference = torch.tensor([row[reference_key] for row in rows], dtype=torch.float32)
+    return TokenBatch(input_ids, attention_mask, labels, reference)
 
 
 @dataclass
 class ForgetRetainCollator:
-    """Right-pads every token sequence of the examples to one common length, so all go through one forward.
+    """Pads the forget, refusal and retain sequences of the examples to one common length, so that all go through
+    one forward, and returns them as an [`UnlearningBatch`].
 
-    Keys ending in `input_ids` are padded with `pad_token_id` and get a matching `attention_mask` key; keys ending in
-    `labels` are padded with `-100`; any other key (e.g. cached reference log-probabilities) is stacked as floats.
+    Examples are [`ForgetRetainDataset`] items. A forget row with `refusal_input_ids` / `refusal_labels` columns
+    (IdkDPO) gives the batch its `refusal` group; `reference_log_prob` columns (cached reference log-probabilities)
+    fill the groups' `reference_log_prob`.
     """
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None
 
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        sequence_keys = [key for key in examples[0] if key.endswith("input_ids") or key.endswith("labels")]
-        length = max(len(example[key]) for example in examples for key in sequence_keys)
+    def __call__(self, examples: list[dict[str, dict[str, Any]]]) -> UnlearningBatch:
+        forget_rows = [example["forget"] for example in examples]
+        has_retain = "retain" in examples[0]
+        if any(("retain" in example) != has_retain for example in examples):
+            raise ValueError("Every example of a batch must have a 'retain' row, or none of them.")
+        retain_rows = [example["retain"] for example in examples] if has_retain else []
+        has_refusal = f"{REFUSAL_PREFIX}input_ids" in forget_rows[0]
+        lengths = [len(row[key]) for row in forget_rows + retain_rows for key in ("input_ids", "labels")]
+        if has_refusal:
+            lengths += [len(row[f"{REFUSAL_PREFIX}{key}"]) for row in forget_rows for key in ("input_ids", "labels")]
+        length = max(lengths)
         if self.pad_to_multiple_of:
             length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        batch: dict[str, torch.Tensor] = {}
-        for key in examples[0]:
-            if key.endswith("input_ids"):
-                input_ids = torch.full((len(examples), length), self.pad_token_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
-                for row, example in enumerate(examples):
-                    input_ids[row, : len(example[key])] = torch.tensor(example[key], dtype=torch.long)
-                    attention_mask[row, : len(example[key])] = 1
-                batch[key] = input_ids
-                batch[key.removesuffix("input_ids") + "attention_mask"] = attention_mask
-            elif key.endswith("labels"):
-                labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
-                for row, example in enumerate(examples):
-                    labels[row, : len(example[key])] = torch.tensor(example[key], dtype=torch.long)
-                batch[key] = labels
-            else:
-                batch[key] = torch.tensor([example[key] for example in examples], dtype=torch.float32)
-        return batch
+        return UnlearningBatch(
+            forget=pad_sequences(forget_rows, self.pad_token_id, length),
+            retain=pad_sequences(retain_rows, self.pad_token_id, length) if has_retain else None,
+            refusal=pad_sequences(forget_rows, self.pad_token_id, length, REFUSAL_PREFIX) if has_refusal else None,
+        )

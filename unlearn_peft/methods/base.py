@@ -20,6 +20,7 @@ from transformers import PreTrainedModel
 
 from ..answer_tokens import AnswerTokens
 from ..assistant import projection_lora_config
+from ..data import StepCounts, UnlearningBatch
 from ..losses import nll_loss, reference_kl_loss
 from ..quiet import peft_wrapping
 
@@ -35,13 +36,14 @@ class ForgetTerm:
     """A method's forget loss, and what it is a mean over (for logging across processes).
 
     Attributes:
-        loss: the term, already divided by the optimiser step's global count.
-        count_name: `"forget"` (answer tokens) or `"forget_sequences"` (sequence-level losses).
+        loss: the term, already divided by `global_count`.
+        global_count: the optimiser step's count it was divided by (`counts.forget_tokens` for token-level
+            losses, `counts.forget_sequences` for sequence-level ones); `None` outside training.
         local_count: this micro-batch's count of the same unit.
     """
 
     loss: torch.Tensor
-    count_name: str
+    global_count: torch.Tensor | None
     local_count: torch.Tensor
 
 
@@ -58,7 +60,7 @@ class UnlearningMethod:
     trains_assistant: ClassVar[bool] = False
     """`True`: the adapter sits on an early-exit view of the first K layers (ULD); `False`: on every layer."""
     reference_groups: ClassVar[tuple[str, ...]] = ()
-    """Batch groups whose reference log-probabilities `forget_term` reads (`"forget"`, `"forget_chosen"`)."""
+    """Groups of the [`UnlearningBatch`] whose `reference_log_prob` `forget_term` reads (`"forget"`, `"refusal"`)."""
 
     def assistant_num_layers(self, model: PreTrainedModel, args: UnlearnConfig) -> int | None:
         """How many layers the trained view has; `None` when the adapter covers the whole model."""
@@ -81,16 +83,26 @@ class UnlearningMethod:
     def add_forget_columns(
         self, forget_tokens: Dataset, forget: Dataset, tokenize: Tokenize, args: UnlearnConfig
     ) -> Dataset:
-        """Columns the loss needs next to the tokenised forget rows (IdkDPO: the refusal answers)."""
+        """Columns the loss needs next to the tokenised forget rows (IdkDPO: the refusal answers, as
+        `refusal_input_ids` / `refusal_labels`, which the collator turns into the batch's `refusal` group)."""
         return forget_tokens
 
     def forget_term(
         self,
         answers: dict[str, AnswerTokens],
-        inputs: dict[str, torch.Tensor],
-        counts: dict[str, torch.Tensor],
+        batch: UnlearningBatch,
+        counts: StepCounts,
         args: UnlearnConfig,
     ) -> ForgetTerm:
+        """The forget loss `L_f` of one micro-batch.
+
+        Args:
+            answers: the trained model's answer tokens per group of `batch` (`"forget"`, and `"refusal"` when the
+                batch has one).
+            batch: the micro-batch, with cached `reference_log_prob` on the groups of `reference_groups`.
+            counts: what the optimiser step's terms are means over.
+            args: the run's configuration.
+        """
         raise NotImplementedError
 
     def uses_retain(self, args: UnlearnConfig) -> bool:
@@ -100,14 +112,14 @@ class UnlearningMethod:
         self,
         answer: AnswerTokens,
         reference_answer: Callable[[], AnswerTokens],
-        counts: dict[str, torch.Tensor],
+        counts: StepCounts,
         args: UnlearnConfig,
     ) -> torch.Tensor:
         """Baselines: NLL on the retain answers (`retain_loss="nll"`, gradient descent) or
         `KL(π_ref ‖ π_θ)` to the reference model (`"kl"`)."""
         if args.retain_loss == "nll":
-            return nll_loss(answer, counts.get("retain"))
-        return reference_kl_loss(answer, reference_answer(), counts.get("retain"))
+            return nll_loss(answer, counts.retain_tokens)
+        return reference_kl_loss(answer, reference_answer(), counts.retain_tokens)
 
     def retain_loss_name(self, args: UnlearnConfig) -> str | None:
         """How the sidecar and the card name the retain term."""

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
-
 from ..answer_tokens import AnswerTokens
+from ..data import StepCounts, UnlearningBatch
 from ..losses import count_loss_tokens, gradient_ascent_loss
 from .base import BASELINE_DEFAULTS, ForgetTerm, UnlearningMethod
 
@@ -30,9 +29,9 @@ class GradientAscent(UnlearningMethod):
     def forget_term(
         self,
         answers: dict[str, AnswerTokens],
-        inputs: dict[str, torch.Tensor],
-        counts: dict[str, torch.Tensor],
+        batch: UnlearningBatch,
+        counts: StepCounts,
         args: UnlearnConfig,
     ) -> ForgetTerm:
-        loss = gradient_ascent_loss(answers["forget"], counts.get("forget"))
-        return ForgetTerm(loss, "forget", count_loss_tokens(inputs["forget_labels"]))
+        loss = gradient_ascent_loss(answers["forget"], counts.forget_tokens)
+        return ForgetTerm(loss, counts.forget_tokens, count_loss_tokens(batch.forget.labels))

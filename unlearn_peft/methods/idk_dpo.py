@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
 from datasets import Dataset
 
 from ..answer_tokens import AnswerTokens
-from ..data import DEFAULT_REFUSAL_ANSWERS, with_refusal_answers
+from ..data import DEFAULT_REFUSAL_ANSWERS, REFUSAL_PREFIX, StepCounts, UnlearningBatch, with_refusal_answers
 from ..losses import dpo_loss, sequence_log_probs
 from .base import BASELINE_DEFAULTS, ForgetTerm, Tokenize, UnlearningMethod, sequence_count
 
@@ -31,32 +30,32 @@ class IdkDPO(UnlearningMethod):
   year    = {2024}
 }"""
     defaults = {**BASELINE_DEFAULTS, "beta": 0.1}
-    reference_groups = ("forget", "forget_chosen")
+    reference_groups = ("forget", "refusal")
 
     def add_forget_columns(
         self, forget_tokens: Dataset, forget: Dataset, tokenize: Tokenize, args: UnlearnConfig
     ) -> Dataset:
-        """The preferred answers: each forget question with a refusal, as `chosen_input_ids` / `chosen_labels`."""
+        """The preferred answers: each forget question with a refusal, as `refusal_input_ids` / `refusal_labels`."""
         refusals = list(args.refusal_answers or DEFAULT_REFUSAL_ANSWERS)
         chosen = tokenize(with_refusal_answers(forget, refusals, "forget_dataset"), "forget_dataset (refusal answers)")
-        forget_tokens = forget_tokens.add_column("chosen_input_ids", chosen["input_ids"])
-        return forget_tokens.add_column("chosen_labels", chosen["labels"])
+        forget_tokens = forget_tokens.add_column(f"{REFUSAL_PREFIX}input_ids", chosen["input_ids"])
+        return forget_tokens.add_column(f"{REFUSAL_PREFIX}labels", chosen["labels"])
 
     def forget_term(
         self,
         answers: dict[str, AnswerTokens],
-        inputs: dict[str, torch.Tensor],
-        counts: dict[str, torch.Tensor],
+        batch: UnlearningBatch,
+        counts: StepCounts,
         args: UnlearnConfig,
     ) -> ForgetTerm:
         rejected_log_probs, _ = sequence_log_probs(answers["forget"])
-        chosen_log_probs, _ = sequence_log_probs(answers["forget_chosen"])
+        chosen_log_probs, _ = sequence_log_probs(answers["refusal"])
         loss = dpo_loss(
             chosen_log_probs,
-            inputs["forget_chosen_reference_log_prob"],
+            batch.refusal.reference_log_prob,
             rejected_log_probs,
-            inputs["forget_reference_log_prob"],
+            batch.forget.reference_log_prob,
             args.beta,
-            counts.get("forget_sequences"),
+            counts.forget_sequences,
         )
-        return ForgetTerm(loss, "forget_sequences", sequence_count(inputs["forget_labels"]))
+        return ForgetTerm(loss, counts.forget_sequences, sequence_count(batch.forget.labels))

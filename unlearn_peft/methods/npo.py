@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
-
 from ..answer_tokens import AnswerTokens
+from ..data import StepCounts, UnlearningBatch
 from ..losses import npo_loss, sequence_log_probs
 from .base import BASELINE_DEFAULTS, ForgetTerm, UnlearningMethod, sequence_count
 
@@ -39,10 +38,10 @@ class NPO(UnlearningMethod):
     def forget_term(
         self,
         answers: dict[str, AnswerTokens],
-        inputs: dict[str, torch.Tensor],
-        counts: dict[str, torch.Tensor],
+        batch: UnlearningBatch,
+        counts: StepCounts,
         args: UnlearnConfig,
     ) -> ForgetTerm:
         log_probs, _ = sequence_log_probs(answers["forget"])
-        loss = npo_loss(log_probs, inputs["forget_reference_log_prob"], args.beta, counts.get("forget_sequences"))
-        return ForgetTerm(loss, "forget_sequences", sequence_count(inputs["forget_labels"]))
+        loss = npo_loss(log_probs, batch.forget.reference_log_prob, args.beta, counts.forget_sequences)
+        return ForgetTerm(loss, counts.forget_sequences, sequence_count(batch.forget.labels))

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
-
 from ..answer_tokens import AnswerTokens
+from ..data import StepCounts, UnlearningBatch
 from ..losses import sequence_log_probs, simnpo_loss
 from .base import BASELINE_DEFAULTS, ForgetTerm, UnlearningMethod, sequence_count
 
@@ -32,10 +31,10 @@ class SimNPO(UnlearningMethod):
     def forget_term(
         self,
         answers: dict[str, AnswerTokens],
-        inputs: dict[str, torch.Tensor],
-        counts: dict[str, torch.Tensor],
+        batch: UnlearningBatch,
+        counts: StepCounts,
         args: UnlearnConfig,
     ) -> ForgetTerm:
         log_probs, lengths = sequence_log_probs(answers["forget"])
-        loss = simnpo_loss(log_probs, lengths, args.beta, args.simnpo_delta, counts.get("forget_sequences"))
-        return ForgetTerm(loss, "forget_sequences", sequence_count(inputs["forget_labels"]))
+        loss = simnpo_loss(log_probs, lengths, args.beta, args.simnpo_delta, counts.forget_sequences)
+        return ForgetTerm(loss, counts.forget_sequences, sequence_count(batch.forget.labels))

@@ -24,7 +24,7 @@ from ..assistant import (
     resolve_assistant_num_layers,
     restrict_lora_config_to_assistant,
 )
-from ..data import paraphrase_augmentation, perturbed_retain_augmentation
+from ..data import StepCounts, UnlearningBatch, paraphrase_augmentation, perturbed_retain_augmentation
 from ..losses import count_loss_tokens, nll_loss, uniform_kl_loss
 from ..quiet import peft_wrapping
 from ..truncated import is_truncated
@@ -89,13 +89,13 @@ class ULD(UnlearningMethod):
     def forget_term(
         self,
         answers: dict[str, AnswerTokens],
-        inputs: dict[str, torch.Tensor],
-        counts: dict[str, torch.Tensor],
+        batch: UnlearningBatch,
+        counts: StepCounts,
         args: UnlearnConfig,
     ) -> ForgetTerm:
         """The assistant *remembers* the forget answers: their NLL."""
-        loss = nll_loss(answers["forget"], counts.get("forget"))
-        return ForgetTerm(loss, "forget", count_loss_tokens(inputs["forget_labels"]))
+        loss = nll_loss(answers["forget"], counts.forget_tokens)
+        return ForgetTerm(loss, counts.forget_tokens, count_loss_tokens(batch.forget.labels))
 
     def uses_retain(self, args: UnlearnConfig) -> bool:
         return args.retain_loss_weight > 0
@@ -104,11 +104,11 @@ class ULD(UnlearningMethod):
         self,
         answer: AnswerTokens,
         reference_answer: Callable[[], AnswerTokens],
-        counts: dict[str, torch.Tensor],
+        counts: StepCounts,
         args: UnlearnConfig,
     ) -> torch.Tensor:
         """The assistant *forgets* the retain answers: `KL(U ‖ p)` towards the uniform distribution."""
-        return uniform_kl_loss(answer, counts.get("retain"))
+        return uniform_kl_loss(answer, counts.retain_tokens)
 
     def retain_loss_name(self, args: UnlearnConfig) -> str:
         return "uniform_kl"
