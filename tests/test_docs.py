@@ -62,6 +62,14 @@ def test_every_executed_page_has_code_and_only_the_allowed_exemption():
     assert exemptions == ALLOWED_EXEMPTIONS
 
 
+def test_readme_method_example_is_the_one_the_add_method_page_runs():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Adding a method") :]
+    readme_code = next(m["code"] for m in BLOCK.finditer(section) if m["language"] == "python")
+    assert "@register_method" in readme_code
+    assert readme_code in [code for language, code, _ in code_blocks("how-to/add-method.md") if language == "python"]
+
+
 def test_docs_build_in_strict_mode(tmp_path):
     """`make docs`: mkdocs with mkdocstrings, `--strict` (a broken link, reference or docstring fails)."""
     result = subprocess.run(
