@@ -44,6 +44,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "LoRA r=8": {"lora_rank": 8},
     "retain weight 1.0": {"retain_loss_weight": 1.0},
     "8+8 rows/step": {"per_device_train_batch_size": 8},
+    "lr 3e-3, constant lr after warm-up": {"learning_rate": 3e-3, "lr_scheduler_type": "constant_with_warmup"},
+    "lr 3e-3, constant lr after warm-up, K=15": {
+        "learning_rate": 3e-3,
+        "lr_scheduler_type": "constant_with_warmup",
+        "assistant_num_layers": 15,
+    },
 }
 
 
