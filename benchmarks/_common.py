@@ -55,3 +55,10 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def memory_status() -> dict[str, int]:
+    """This process's resident set now (`VmRSS`) and at its peak (`VmHWM`), in bytes (Linux; unlike `ru_maxrss`,
+    `VmHWM` starts afresh at `exec`, so a child does not inherit its parent's peak)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return {key: int(fields[key].split()[0]) * 1024 for key in ("VmRSS", "VmHWM")}

@@ -28,9 +28,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from unlearn_peft.embedded import cache_dir
 
 try:
-    from ._common import append_results, commit, markdown_table, tofu_question_answers
+    from ._common import append_results, commit, markdown_table, memory_status, tofu_question_answers
 except ImportError:  # run as a script
-    from _common import append_results, commit, markdown_table, tofu_question_answers
+    from _common import append_results, commit, markdown_table, memory_status, tofu_question_answers
 
 K = 5
 GIB = 1024**3
@@ -109,13 +109,6 @@ def child(directory: str, truncated: bool) -> None:
             }
         )
     )
-
-
-def memory_status() -> dict[str, int]:
-    """This process's resident set now (`VmRSS`) and at its peak (`VmHWM`), in bytes (Linux; unlike `ru_maxrss`,
-    `VmHWM` starts afresh at `exec`, so a child does not inherit its parent's peak)."""
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return {key: int(fields[key].split()[0]) * 1024 for key in ("VmRSS", "VmHWM")}
 
 
 def run_child(directory: Path, truncated: bool) -> dict[str, float]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,9 +32,9 @@ from unlearn_peft.assistant import truncated_config
 from unlearn_peft.embedded import cache_dir
 
 try:
-    from ._common import append_results, commit, markdown_table, tofu_question_answers
+    from ._common import append_results, commit, markdown_table, memory_status, tofu_question_answers
 except ImportError:  # run as a script
-    from _common import append_results, commit, markdown_table, tofu_question_answers
+    from _common import append_results, commit, markdown_table, memory_status, tofu_question_answers
 
 K = 8
 GIB = 1024**3
@@ -81,7 +80,7 @@ def child(directory: str, dtype: str) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_checkpoint())
 
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_before = memory_status()["VmRSS"]
     started = time.perf_counter()
     args = UnlearnConfig(
         output_dir=str(Path(directory).with_name("uld-7b-shape-run")),
@@ -111,6 +110,7 @@ def child(directory: str, dtype: str) -> None:
         + json.dumps(
             {
                 "rss_before": rss_before,
+                "peak": memory_status()["VmHWM"],
                 "layers_loaded": len(trainer.target_model.model.layers),
                 "parameters_loaded": sum(p.numel() for p in trainer.target_model.parameters()),
                 "load_seconds": loaded - started,
@@ -186,7 +186,7 @@ def measure(directory: Path, dtype: str) -> tuple[str, list[list[str]]]:
     if process.returncode:
         raise SystemExit(f"the training step failed (exit {process.returncode})")
     result = json.loads(next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    peak = result["peak"]
     rows = [
         ["peak RSS of the process (GiB)", f"{peak / GIB:.2f}"],
         ["peak RSS minus RSS before loading (GiB)", f"{(peak - result['rss_before']) / GIB:.2f}"],
