@@ -29,7 +29,9 @@ def _args(tmp_path, **overrides) -> UnlearnConfig:
 
 def test_config_fields_have_help_and_paper_defaults():
     config = UnlearnConfig(output_dir="x")
-    assert (config.learning_rate, config.num_train_epochs, config.weight_decay) == (1e-3, 10.0, 0.01)
+    assert (config.learning_rate, config.num_train_epochs, config.weight_decay) == (3e-3, 10.0, 0.01)
+    assert config.lr_scheduler_type == "constant_with_warmup"
+    assert UnlearnConfig(output_dir="x", method="npo").lr_scheduler_type == "linear"
     assert (config.retain_loss_weight, config.assistant_weight, config.plausibility_threshold) == (6.5, 0.75, 1e-2)
     for field in UnlearnConfig.__dataclass_fields__.values():
         if field.init and field.name in UnlearnConfig.__annotations__:

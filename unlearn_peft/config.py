@@ -236,7 +236,17 @@ class UnlearnConfig(TrainingArguments):
     # Defaults of TrainingArguments that ULD changes (paper, §4 and appendix).
     learning_rate: float | None = field(
         default=None,
-        metadata={"help": "Initial learning rate for AdamW. None: 1e-3 for uld (paper), 1e-4 for LoRA baselines."},
+        metadata={
+            "help": "Initial learning rate for AdamW. None: 3e-3 for uld (the paper's 1e-3 did not converge on "
+            "TOFU-length answers, benchmarks/RESULTS.md), 1e-4 for LoRA baselines."
+        },
+    )
+    lr_scheduler_type: str | None = field(
+        default=None,
+        metadata={
+            "help": "Learning-rate schedule (a transformers SchedulerType). None: constant after warm-up for uld (it "
+            "trains until converged; a decay to 0 over the step budget slowed it), linear for the baselines."
+        },
     )
     num_train_epochs: float = field(default=10.0, metadata={"help": "Number of training epochs (ULD paper: 10)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (ULD paper: 0.01)."})
@@ -268,6 +278,8 @@ class UnlearnConfig(TrainingArguments):
         for name, value in get_method(self.method).defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.lr_scheduler_type is None:  # a method whose defaults leave it unset gets TrainingArguments' default
+            self.lr_scheduler_type = "linear"
         if self.beta is not None and self.beta <= 0:
             raise ValueError(f"UnlearnConfig: beta={self.beta} must be > 0.")
         if self.refusal_answers is not None and not [a for a in self.refusal_answers if str(a).strip()]:

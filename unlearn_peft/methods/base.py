@@ -55,8 +55,8 @@ class UnlearningMethod:
     description: ClassVar[str] = ""
     citation: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]]
-    """Values of the `UnlearnConfig` fields left at `None`: learning_rate, forget/retain_loss_weight,
-    min_train_steps, retain_loss, beta."""
+    """Values of the `UnlearnConfig` fields left at `None`: learning_rate, lr_scheduler_type,
+    forget/retain_loss_weight, min_train_steps, retain_loss, beta."""
     trains_assistant: ClassVar[bool] = False
     """`True`: the adapter sits on an early-exit view of the first K layers (ULD); `False`: on every layer."""
     reference_groups: ClassVar[tuple[str, ...]] = ()
@@ -142,6 +142,7 @@ def default_baseline_lora_config(model: nn.Module) -> LoraConfig:
 # The baselines' defaults (a LoRA on every layer, lr 1e-4, gradient descent on retain); each method changes a few.
 BASELINE_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-4,
+    "lr_scheduler_type": "linear",
     "forget_loss_weight": 1.0,
     "retain_loss_weight": 1.0,
     "min_train_steps": 0,
