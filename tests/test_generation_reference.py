@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from bitsandbytes.functional import has_avx512bf16
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from unlearn_peft import UnlearnTrainer
@@ -113,6 +114,15 @@ def _cache_of(output) -> ULDCache:
     return cache
 
 
+def logit_tolerance(model: ULDModel) -> float:
+    """1e-4; 1e-3 for a 4-bit base on a CPU with AVX512-BF16, where bitsandbytes repacks the weights for a kernel
+    that sums a one-token step and a whole sequence in different orders (differences up to 2e-4 seen). A wrong
+    cache, position or filter moves logits by far more than either."""
+    if getattr(model.target, "is_loaded_in_4bit", False) and has_avx512bf16():
+        return 1e-3
+    return 1e-4
+
+
 def _assert_steps_match_forward(model, inputs, output) -> list[torch.Tensor]:
     """Every step's logits from generate equal forward over the generated prefix; returns the reference logits."""
     prompt_length = inputs["input_ids"].shape[1]
@@ -121,7 +131,8 @@ def _assert_steps_match_forward(model, inputs, output) -> list[torch.Tensor]:
         prefix = output.sequences[:, : prompt_length + step]
         mask = torch.cat([inputs["attention_mask"], torch.ones_like(prefix[:, prompt_length:])], dim=-1)
         expected = reference_logits(model, prefix, mask)
-        torch.testing.assert_close(output.logits[step].float(), expected, rtol=1e-4, atol=1e-4)
+        tolerance = logit_tolerance(model)
+        torch.testing.assert_close(output.logits[step].float(), expected, rtol=tolerance, atol=tolerance)
         references.append(expected)
     return references
 
@@ -185,7 +196,8 @@ def test_beam_search_equals_forward_beam_search(uld_model, tokenizer):
         beam, token = flat // log_probs.shape[-1], flat % log_probs.shape[-1]
         sequences, masks = _grow(sequences[beam], masks[beam], token)
     assert output.sequences.tolist() == sequences.tolist()
-    torch.testing.assert_close(output.sequences_scores, scores, rtol=1e-4, atol=1e-4)
+    tolerance = logit_tolerance(uld_model)
+    torch.testing.assert_close(output.sequences_scores, scores, rtol=tolerance, atol=tolerance)
 
 
 def test_assistant_head_shortcut_only_where_logits_are_plain_head_outputs(uld_model):
@@ -206,4 +218,5 @@ def test_forward_is_target_minus_filtered_assistant_of_the_stacks_own_logits(uld
     centre = (assistant_log_probs * plausible).sum(-1, keepdim=True) / plausible.sum(-1, keepdim=True)
     expected = target - uld_model.assistant_weight * torch.where(plausible, assistant_log_probs - centre, 0.0)
     actual = uld_model(**left_padded).logits.float()
-    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+    tolerance = logit_tolerance(uld_model)
+    torch.testing.assert_close(actual, expected, rtol=tolerance, atol=tolerance)
