@@ -7,8 +7,9 @@ written: 13.5 GB of disk saved). The vocabulary is SmolLM2's (49152, the only to
 Llama-2's 32000: 0.2 GB more embeddings than the real model. A child process then runs
 `UnlearnTrainer("<checkpoint>", method="uld", assistant_num_layers=8)` for one optimiser step (2 forget + 2 retain
 rows of TOFU) with the weights in `--dtype` and reports its peak RSS; the arithmetic for the full model and for a
-Llama-3-70B shape in 4-bit is printed next to it. On a CPU without native bf16 matmuls (this project's machine runs
-them below 1 GFLOP/s) the bf16 step takes hours: measure with `--dtype float32` there, which doubles the weights.
+Llama-3-70B shape in 4-bit is printed next to it. On a CPU without native bf16 matmuls (some of this project's
+machines ran them below 1 GFLOP/s; one with AMX ran the bf16 step in 12 s) the bf16 step takes hours: measure with
+`--dtype float32` there, which doubles the weights.
 
     python benchmarks/uld_7b_shape.py                   # bf16, for machines with fast bf16; appends to RESULTS.md
     python benchmarks/uld_7b_shape.py --dtype float32   # about 10 minutes and 12 GB of RAM on 2 CPU cores
