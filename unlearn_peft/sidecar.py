@@ -108,6 +108,13 @@ class UnlearnSidecar:
                     f"{path} has no {SIDECAR_NAME} (nor the legacy {LEGACY_SIDECAR_NAME}); it is written next to "
                     "the PEFT files by UnlearnTrainer.save_model."
                 )
+            if os.path.basename(found) == LEGACY_SIDECAR_NAME:
+                logger.info(
+                    "%s holds the sidecar under its legacy name %s; saving or pushing the adapter again writes %s.",
+                    path,
+                    LEGACY_SIDECAR_NAME,
+                    SIDECAR_NAME,
+                )
             path = found
         path = os.fspath(path)
         try:
@@ -119,16 +126,9 @@ class UnlearnSidecar:
 
 
 def find_sidecar(directory: str | os.PathLike[str]) -> str | None:
-    """The sidecar's path in `directory`: `SIDECAR_NAME`, else `LEGACY_SIDECAR_NAME` (logged); `None` if neither."""
+    """The sidecar's path in `directory`: `SIDECAR_NAME`, else `LEGACY_SIDECAR_NAME`; `None` if neither."""
     for name in (SIDECAR_NAME, LEGACY_SIDECAR_NAME):
         path = os.path.join(directory, name)
         if os.path.isfile(path):
-            if name == LEGACY_SIDECAR_NAME:
-                logger.info(
-                    "%s holds the sidecar under its legacy name %s; saving or pushing the adapter again writes %s.",
-                    directory,
-                    LEGACY_SIDECAR_NAME,
-                    SIDECAR_NAME,
-                )
             return path
     return None

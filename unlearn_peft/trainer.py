@@ -26,7 +26,7 @@ from transformers.trainer_utils import set_seed
 from .answer_tokens import AnswerTokens, forward_answer_tokens
 from .config import UnlearnConfig
 from .convergence import ConvergenceTracker, StopWhenConverged
-from .data import REFUSAL_PREFIX, ForgetRetainCollator, StepCounts, TokenBatch, UnlearningBatch
+from .data import GROUP_COLUMN_PREFIXES, ForgetRetainCollator, StepCounts, TokenBatch, UnlearningBatch
 from .data.preparation import epochs_for_min_train_steps, prepare_eval_dataset, prepare_train_dataset
 from .loading import load_causal_lm
 from .losses import count_loss_tokens, sequence_log_probs
@@ -152,6 +152,7 @@ class UnlearnTrainer(AdapterPublishingMixin, Trainer):
 
         self.target_model = model
         self._pad_token_id = tokenizer.pad_token_id
+        self._non_embedding_parameters: int | None = None
         self.method = args.method
         self.unlearning_method = get_method(args.method)
         self.assistant_num_layers = self.unlearning_method.assistant_num_layers(model, args)
@@ -204,7 +205,7 @@ class UnlearnTrainer(AdapterPublishingMixin, Trainer):
         """Store `log π_ref(y|x)` of every forget example (and of its refusal, for idk_dpo) before training."""
         forget = self.train_dataset.forget
         for group in self.unlearning_method.reference_groups:
-            prefix = "" if group == "forget" else REFUSAL_PREFIX
+            prefix = GROUP_COLUMN_PREFIXES[group]
             values = reference_sequence_log_probs(
                 self.model,
                 forget,
@@ -233,7 +234,9 @@ class UnlearnTrainer(AdapterPublishingMixin, Trainer):
         """Trainer's estimate (6 · tokens · parameters without embeddings) over every group of the batch."""
         if not hasattr(self.model, "num_parameters"):
             return 0
-        return 6 * inputs.num_tokens() * self.model.num_parameters(exclude_embeddings=True)
+        if self._non_embedding_parameters is None:  # counted once: the parameters do not change during training
+            self._non_embedding_parameters = self.model.num_parameters(exclude_embeddings=True)
+        return 6 * inputs.num_tokens() * self._non_embedding_parameters
 
     def _track_num_input_tokens(self, inputs: UnlearningBatch) -> None:
         if self.args.include_num_input_tokens_seen == "no":

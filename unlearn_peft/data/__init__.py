@@ -24,6 +24,7 @@ from .augmentation import (
 )
 from .batch import StepCounts, TokenBatch, UnlearningBatch
 from .collator import (
+    GROUP_COLUMN_PREFIXES,
     REFUSAL_PREFIX,
     ForgetRetainCollator,
     ForgetRetainDataset,
@@ -60,6 +61,7 @@ __all__ = [
     "CONVERSATIONAL",
     "DEFAULT_REFUSAL_ANSWERS",
     "FORMAT_COLUMNS",
+    "GROUP_COLUMN_PREFIXES",
     "ForgetRetainCollator",
     "ForgetRetainDataset",
     "KNOWN_ROLES",

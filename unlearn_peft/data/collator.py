@@ -14,6 +14,9 @@ from .batch import TokenBatch, UnlearningBatch
 
 REFUSAL_PREFIX = "refusal_"
 """Columns of a forget row holding its refusal sequence (IdkDPO): `refusal_input_ids`, `refusal_labels`."""
+GROUP_COLUMN_PREFIXES = {"forget": "", "refusal": REFUSAL_PREFIX}
+"""The forget-row column prefix of each batch group a forget row fills (`<prefix>input_ids`, `<prefix>labels`,
+`<prefix>reference_log_prob`)."""
 
 
 def concatenate_tokenized(parts: Sequence[Dataset | None]) -> Dataset:
