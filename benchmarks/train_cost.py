@@ -55,7 +55,7 @@ FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "tofu"
 # name -> UnlearnConfig overrides
 VARIANTS: dict[str, dict] = {
     "ULD": {"method": "uld"},
-    "ULD, gradient checkpointing": {"method": "uld", "gradient_checkpointing": True},
+    "ULD, gradient checkpointing": {"method": "uld", "activation_checkpointing": True},
     "GA": {"method": "ga", "retain_loss": "none"},
     "NPO+GD, precomputed ref.": {"method": "npo", "retain_loss": "nll", "precompute_reference_log_probs": True},
     "NPO+GD, recomputed ref.": {"method": "npo", "retain_loss": "nll", "precompute_reference_log_probs": False},

@@ -6,10 +6,11 @@ layers 0..7, the final norm and the LM head (the later layers are never read by 
 written: 13.5 GB of disk saved). The vocabulary is SmolLM2's (49152, the only tokenizer offline) instead of
 Llama-2's 32000: 0.2 GB more embeddings than the real model. A child process then runs
 `UnlearnTrainer("<checkpoint>", method="uld", assistant_num_layers=8)` for one optimiser step (2 forget + 2 retain
-rows of TOFU) with the weights in `--dtype` and reports its peak RSS; the arithmetic for the full model and for a
-Llama-3-70B shape in 4-bit is printed next to it. On a CPU without native bf16 matmuls (some of this project's
-machines ran them below 1 GFLOP/s; one with AMX ran the bf16 step in 12 s) the bf16 step takes hours: measure with
-`--dtype float32` there, which doubles the weights.
+rows of TOFU) with the weights in `--dtype` and reports its peak RSS, once as is and once with activation
+checkpointing (the 7B recipe's setting: one layer's activations kept instead of K); the arithmetic for the full
+model and for a Llama-3-70B shape in 4-bit is printed next to it. On a CPU without native bf16 matmuls (some of this
+project's machines ran them below 1 GFLOP/s; one with AMX ran the bf16 step in 12 s) the bf16 step takes hours:
+measure with `--dtype float32` there, which doubles the weights.
 
     python benchmarks/uld_7b_shape.py                   # bf16, for machines with fast bf16; appends to RESULTS.md
     python benchmarks/uld_7b_shape.py --dtype float32   # about 10 minutes and 12 GB of RAM on 2 CPU cores
@@ -73,7 +74,7 @@ def write_checkpoint(directory: Path, quick: bool = False) -> None:
     staging.rename(directory)
 
 
-def child(directory: str, dtype: str) -> None:
+def child(directory: str, dtype: str, activation_checkpointing: bool) -> None:
     from transformers import AutoTokenizer
 
     from unlearn_peft import UnlearnConfig, UnlearnTrainer
@@ -96,6 +97,7 @@ def child(directory: str, dtype: str) -> None:
         disable_tqdm=True,
         stop_when_converged=False,
         model_init_kwargs={"dtype": dtype},
+        activation_checkpointing=activation_checkpointing,
     )
     trainer = UnlearnTrainer(
         directory,
@@ -147,8 +149,8 @@ def gib(size: float) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        child(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], sys.argv[4] == "checkpointing")
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="A tiny Llama with the same layer count; no RESULTS.md.")
@@ -179,23 +181,36 @@ def main() -> None:
     )
 
 
-def measure(directory: Path, dtype: str) -> tuple[str, list[list[str]]]:
-    """Run one step in a child process on `directory`; the markdown tables and the arithmetic rows."""
+def run_child(directory: Path, dtype: str, activation_checkpointing: bool) -> dict:
+    """One training step in a fresh process (so its peak RSS is its own); the child's RESULT record."""
+    mode = "checkpointing" if activation_checkpointing else "plain"
     process = subprocess.run(
-        [sys.executable, __file__, "--child", str(directory), dtype], stdout=subprocess.PIPE, text=True, check=False
+        [sys.executable, __file__, "--child", str(directory), dtype, mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
     )
     if process.returncode:
-        raise SystemExit(f"the training step failed (exit {process.returncode})")
-    result = json.loads(next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    peak = result["peak"]
+        raise SystemExit(f"the training step ({mode}) failed (exit {process.returncode})")
+    return json.loads(next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+
+def measure(directory: Path, dtype: str) -> tuple[str, list[list[str]]]:
+    """One step without and one with activation checkpointing, each in a child; the tables and arithmetic rows."""
+    results = [run_child(directory, dtype, checkpointing) for checkpointing in (False, True)]
+
+    def row(label: str, value) -> list[str]:
+        return [label, *(value(result) for result in results)]
+
     rows = [
-        ["peak RSS of the process (GiB)", f"{peak / GIB:.2f}"],
-        ["peak RSS minus RSS before loading (GiB)", f"{(peak - result['rss_before']) / GIB:.2f}"],
-        ["decoder layers loaded", f"{result['layers_loaded']} of 32"],
-        ["parameters loaded", f"{result['parameters_loaded'] / 1e9:.2f} B"],
-        ["load / one step (s)", f"{result['load_seconds']:.0f} / {result['step_seconds']:.0f}"],
+        row("peak RSS of the process (GiB)", lambda r: f"{r['peak'] / GIB:.2f}"),
+        row("peak RSS minus RSS before loading (GiB)", lambda r: f"{(r['peak'] - r['rss_before']) / GIB:.2f}"),
+        row("decoder layers loaded", lambda r: f"{r['layers_loaded']} of 32"),
+        row("parameters loaded", lambda r: f"{r['parameters_loaded'] / 1e9:.2f} B"),
+        row("load / one step (s)", lambda r: f"{r['load_seconds']:.0f} / {r['step_seconds']:.0f}"),
     ]
-    table = markdown_table([f"ULD, K = 8, one optimiser step, CPU, weights in {dtype}", "measured"], rows)
+    header = [f"ULD, K = 8, one optimiser step, CPU, weights in {dtype}", "as is", "activation_checkpointing=True"]
+    table = markdown_table(header, rows)
     weights = arithmetic()
     table += "\n\n" + markdown_table(["weights (arithmetic)", "GiB"], weights)
     return table, weights

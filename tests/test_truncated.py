@@ -122,3 +122,21 @@ def test_from_the_hub_only_the_needed_shards_are_downloaded(
     assert sidecar.base_model_revision == fake_hub.api().model_info("test-user/tiny-sharded").sha
     assert sidecar.base_model_fingerprint["num_hidden_layers"] == NUM_LAYERS
     assert len(trainer.target_model.model.layers) == K
+
+
+def test_gradient_checkpointing_trains_the_same_adapter(
+    sharded_checkpoint, tokenizer, tofu_forget, tofu_retain, tmp_path
+):
+    """The 7B recipe's memory saver: recomputing the assistant's activations must not change what it learns."""
+    forget, retain = qa_only(tofu_forget[:4]), qa_only(tofu_retain[:4])
+    plain = train(str(sharded_checkpoint), tokenizer, forget, retain, tmp_path / "plain")
+    checkpointed = train(
+        str(sharded_checkpoint), tokenizer, forget, retain, tmp_path / "checkpointed", activation_checkpointing=True
+    )
+    assert checkpointed.model.is_activation_checkpointing and not plain.model.is_activation_checkpointing
+    expected = load_file(tmp_path / "plain" / "adapter_model.safetensors")
+    actual = load_file(tmp_path / "checkpointed" / "adapter_model.safetensors")
+    assert expected.keys() == actual.keys() and expected
+    assert any(tensor.abs().max() > 0 for key, tensor in expected.items() if "lora_B" in key)  # it trained
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-6, msg=key)
