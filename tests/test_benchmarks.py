@@ -31,6 +31,7 @@ def json_line(stdout: str) -> dict:
     [
         "generation.py",
         "filter_definitions.py",
+        "assistant_weight.py",
         "reference_cache.py",
         "uld_convergence.py",
         "demo_sweep.py",
