@@ -60,7 +60,7 @@ def test_sidecar_values_and_overrides(tiny_adapter):
     _, adapter_dir = tiny_adapter
     model = ULDModel.from_pretrained(adapter_dir)
     assert (model.assistant_weight, model.plausibility_threshold, model.min_tokens_to_keep) == (
-        0.75,
+        0.6,
         0.01,
         DEFAULT_MIN_TOKENS_TO_KEEP,
     )

@@ -129,6 +129,7 @@ def test_retained_facts_are_kept(unlearned):
 
 def test_general_knowledge_is_kept(unlearned):
     """Questions on nothing the target was trained on or asked to forget. Issue #15's goal is ≥ 0.95×; measured
-    0.928× (benchmarks/RESULTS.md, 2026-12-01), so this pins the level reached, not the goal."""
+    0.957× at α = 0.6 (0.928× at the paper's 0.75; benchmarks/RESULTS.md, 2026-12-01). The bound leaves room for
+    another CPU's summation order, which changes the fine-tuned target a little."""
     ratios = unlearned.heldout.ratios
-    assert sum(ratios) / len(ratios) >= 0.9, ratios
+    assert sum(ratios) / len(ratios) >= 0.93, ratios

@@ -32,7 +32,7 @@ def test_config_fields_have_help_and_paper_defaults():
     assert (config.learning_rate, config.num_train_epochs, config.weight_decay) == (3e-3, 10.0, 0.01)
     assert config.lr_scheduler_type == "constant_with_warmup"
     assert UnlearnConfig(output_dir="x", method="npo").lr_scheduler_type == "linear"
-    assert (config.retain_loss_weight, config.assistant_weight, config.plausibility_threshold) == (6.5, 0.75, 1e-2)
+    assert (config.retain_loss_weight, config.assistant_weight, config.plausibility_threshold) == (6.5, 0.6, 1e-2)
     for field in UnlearnConfig.__dataclass_fields__.values():
         if field.init and field.name in UnlearnConfig.__annotations__:
             assert field.metadata.get("help"), field.name
@@ -94,7 +94,7 @@ def test_training_changes_only_lora_and_saves_assistant_adapter(
     assert adapter_config["layers_to_transform"] == [0, 1] and adapter_config["r"] == 32
     sidecar = json.loads((tmp_path / "adapter" / SIDECAR_NAME).read_text())
     assert sidecar["method"] == "uld" and sidecar["assistant_num_layers"] == 2
-    assert sidecar["assistant_weight"] == 0.75 and sidecar["plausibility_threshold"] == 0.01
+    assert sidecar["assistant_weight"] == 0.6 and sidecar["plausibility_threshold"] == 0.01
     assert sidecar["base_model_fingerprint"] == {
         "architecture": "LlamaForCausalLM",
         "model_type": "llama",
