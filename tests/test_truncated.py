@@ -124,7 +124,7 @@ def test_from_the_hub_only_the_needed_shards_are_downloaded(
     assert len(trainer.target_model.model.layers) == K
 
 
-def test_gradient_checkpointing_trains_the_same_adapter(
+def test_activation_checkpointing_trains_the_same_adapter(
     sharded_checkpoint, tokenizer, tofu_forget, tofu_retain, tmp_path
 ):
     """The 7B recipe's memory saver: recomputing the assistant's activations must not change what it learns."""

@@ -67,8 +67,9 @@ class UnlearnConfig(TrainingArguments):
             8 for a 32-layer model, as in the paper.
         assistant_weight (`float`, defaults to `0.6`):
             Weight α of the assistant's logits at inference, recorded in the adapter's sidecar. Chosen by measurement
-            (`benchmarks/assistant_weight.py`): the smallest α that forgets a memorised target's answers to ≤ 0.01×
-            of their probability; the paper's 0.75 costs more retained and general knowledge for no more forgetting.
+            (`benchmarks/assistant_weight.py`): of the α measured, the smallest that forgets a memorised target's
+            answers to ≤ 0.01× of their probability; the paper's 0.75 costs retained and general knowledge there
+            for next to no more forgetting.
         plausibility_threshold (`float`, defaults to `1e-2`):
             The assistant's logits only count on tokens whose target probability is at least this fraction of the
             target's top probability at that position. `0` disables the filter. Recorded in the sidecar.
