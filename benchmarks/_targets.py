@@ -129,7 +129,12 @@ def assistant_summary(trainer: UnlearnTrainer) -> str:
     )
 
 
-def run_on_targets(description: str, extra_arguments: Callable[[argparse.ArgumentParser], None], evaluate, title: str):
+def run_on_targets(
+    description: str,
+    extra_arguments: Callable[[argparse.ArgumentParser], None],
+    evaluate: Callable[[str, argparse.Namespace, PreTrainedTokenizerBase], tuple[str, str]],
+    title: str,
+) -> None:
     """The command line shared by the scripts: `--quick`, `--targets`, their own arguments; then for each target
     `evaluate(target_name, options, tokenizer) -> (table, notes)`, printed and appended to RESULTS.md under
     `title.format(name=target_name)` (not with `--quick`)."""
@@ -147,7 +152,9 @@ def run_on_targets(description: str, extra_arguments: Callable[[argparse.Argumen
 
 
 @torch.no_grad()
-def _answer_log_probs(model: ULDModel, tokenizer, question: str, answer: str, settings) -> tuple[float, dict]:
+def _answer_log_probs(
+    model: ULDModel, tokenizer, question: str, answer: str, settings: Mapping[Hashable, tuple]
+) -> tuple[float, dict[Hashable, float]]:
     """Mean answer-token log-probability under the target, and under the unlearned model for each (α, τ, floor)."""
     rendered = render_row({"question": question, "answer": answer}, QUESTION_ANSWER, tokenizer, "benchmark", 0)
     prompt_ids, completion_ids = tokenize_row(rendered, tokenizer)
