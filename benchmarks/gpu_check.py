@@ -168,10 +168,11 @@ def check_uld_4bit(base: Path, tokenizer: Any, workdir: Path, steps: int, device
     return row
 
 
-def check_7b_shape(workdir: Path, tokenizer: Any, device: str, quick: bool) -> dict[str, str]:
+def check_7b_shape(workdir: Path, device: str, quick: bool) -> dict[str, str]:
     """One ULD step on the Llama-2-7B shape, only layers 0..7 loaded (`UnlearnTrainer` with a path)."""
     checkpoint = workdir / "llama2-7b-shape"
-    uld_7b_shape.write_checkpoint(checkpoint, quick=quick)
+    uld_7b_shape.write_checkpoint(checkpoint, quick=quick, tokenizer_source=_tokenizer_source())
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)  # Llama-2's vocabulary size: 32000
     if device == "cuda":
         torch.cuda.empty_cache()
     trainer, row = train(
@@ -246,7 +247,7 @@ def main() -> None:
             ),
             (
                 "ULD, Llama-2-7B shape, K=8 of 32 loaded, 1 step",
-                lambda: check_7b_shape(workdir, tokenizer, device, options.quick),
+                lambda: check_7b_shape(workdir, device, options.quick),
             ),
         ]
         if device == "cuda":

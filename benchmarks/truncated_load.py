@@ -1,14 +1,15 @@
 """ULD training memory, full load vs only the assistant's layers, side by side, on TinyLlama-1.1B shapes.
 
 A random checkpoint with TinyLlama-1.1B's shapes (22 layers, hidden 2048, MLP 5632, 4 KV heads, vocab 49152 for the
-offline SmolLM2 tokenizer) is written once in bf16, as a Hub checkpoint would be. Two child processes then run
+offline SmolLM2 tokenizer) is written once in bf16, as a Hub checkpoint would be. Three child processes then run
 `UnlearnTrainer("<checkpoint>", method="uld", assistant_num_layers=5)` for 3 optimiser steps from the same
-checkpoint, one with `load_assistant_layers_only=False` (today's full load) and one with the default truncated
-load, each reporting its peak RSS minus its RSS before loading. Every loaded tensor is converted to float32 (as a
-GPU load copies it to the device), so untouched layers cannot hide in a memory map. Goal (issue #17): the truncated
-run's peak minus its RSS before loading ≤ 0.5× the full model's loaded weights.
+checkpoint: one with `load_assistant_layers_only=False` (the full load), one with the default truncated load, and
+one with the truncated load and `activation_checkpointing=True`. Each reports its peak RSS while loading and over
+the whole run, minus its RSS before loading. Every loaded tensor is converted to float32 (as a GPU load copies it to
+the device), so untouched layers cannot hide in a memory map. Goal (issue #17): the truncated run's peak minus its
+RSS before loading ≤ 0.5× the full model's loaded weights.
 
-    python benchmarks/truncated_load.py          # about 5 minutes and 10 GB of RAM on 2 CPU cores; RESULTS.md
+    python benchmarks/truncated_load.py          # about 6 minutes and 10 GB of RAM on 2 CPU cores; RESULTS.md
     python benchmarks/truncated_load.py --quick  # a tiny Llama, seconds (CI); no RESULTS.md
 """
 
@@ -34,6 +35,12 @@ except ImportError:  # run as a script
 
 K = 5
 GIB = 1024**3
+# (child mode, row label): the full load, then only the assistant's layers, without and with activation checkpointing.
+MODES = {
+    "full": "full load",
+    "truncated": "assistant's layers only",
+    "truncated+checkpointing": "assistant's layers only, activation_checkpointing",
+}
 
 
 def tinyllama_config(quick: bool) -> LlamaConfig:
@@ -63,7 +70,7 @@ def write_checkpoint(directory: Path, quick: bool) -> None:
     staging.rename(directory)
 
 
-def child(directory: str, truncated: bool) -> None:
+def child(directory: str, mode: str) -> None:
     from transformers import AutoTokenizer
 
     from unlearn_peft import UnlearnConfig, UnlearnTrainer
@@ -77,7 +84,8 @@ def child(directory: str, truncated: bool) -> None:
         args = UnlearnConfig(
             output_dir=output_dir,
             assistant_num_layers=K,
-            load_assistant_layers_only=truncated,
+            load_assistant_layers_only=mode != "full",
+            activation_checkpointing=mode == "truncated+checkpointing",
             max_steps=3,
             per_device_train_batch_size=2,
             max_length=128,
@@ -96,6 +104,7 @@ def child(directory: str, truncated: bool) -> None:
             processing_class=tokenizer,
         )
         loaded = trainer.target_model
+        peak_after_loading = memory_status()["VmHWM"]
         trainer.train()
     print(
         "RESULT "
@@ -103,6 +112,7 @@ def child(directory: str, truncated: bool) -> None:
             {
                 "rss_before": rss_before,
                 "peak": memory_status()["VmHWM"],
+                "peak_after_loading": peak_after_loading,
                 "layers": len(loaded.model.layers),
                 "loaded_bytes": sum(p.numel() * p.element_size() for p in loaded.parameters()),
                 "seconds": time.perf_counter() - started,
@@ -111,20 +121,20 @@ def child(directory: str, truncated: bool) -> None:
     )
 
 
-def run_child(directory: Path, truncated: bool) -> dict[str, float]:
+def run_child(directory: Path, mode: str) -> dict[str, float]:
     process = subprocess.run(
-        [sys.executable, __file__, "--child", str(directory), str(int(truncated))],
+        [sys.executable, __file__, "--child", str(directory), mode],
         stdout=subprocess.PIPE,
         text=True,
         check=False,
     )
     if process.returncode:
-        raise SystemExit(f"the {'truncated' if truncated else 'full'} run failed (exit {process.returncode})")
+        raise SystemExit(f"the {mode} run failed (exit {process.returncode})")
     return json.loads(next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))[7:])
 
 
 def measure(directory: Path) -> tuple[str, dict[str, dict[str, float]]]:
-    results = {"full load": run_child(directory, False), "assistant's layers only": run_child(directory, True)}
+    results = {label: run_child(directory, mode) for mode, label in MODES.items()}
     full_weights = results["full load"]["loaded_bytes"]
     rows = []
     for name, result in results.items():
@@ -134,6 +144,7 @@ def measure(directory: Path) -> tuple[str, dict[str, dict[str, float]]]:
                 name,
                 f"{result['layers']} of 22",
                 f"{result['loaded_bytes'] / GIB:.2f}",
+                f"{(result['peak_after_loading'] - result['rss_before']) / GIB:.2f}",
                 f"{grown / GIB:.2f}",
                 f"{grown / full_weights:.2f}×",
                 f"{result['seconds']:.0f}",
@@ -143,6 +154,7 @@ def measure(directory: Path) -> tuple[str, dict[str, dict[str, float]]]:
         f"ULD, K = {K}, 3 steps, float32",
         "layers loaded",
         "loaded weights (GiB)",
+        "peak while loading − RSS before (GiB)",
         "peak − RSS before loading (GiB)",
         "÷ full model's loaded weights",
         "load + 3 steps (s)",
@@ -152,7 +164,7 @@ def measure(directory: Path) -> tuple[str, dict[str, dict[str, float]]]:
 
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        child(sys.argv[2], bool(int(sys.argv[3])))
+        child(sys.argv[2], sys.argv[3])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="A tiny Llama with 22 layers; no RESULTS.md.")
@@ -163,7 +175,7 @@ def main() -> None:
             write_checkpoint(directory, quick=True)
             table, results = measure(directory)
         print(table)
-        assert results["assistant's layers only"]["layers"] == K and results["full load"]["layers"] == 22
+        assert [result["layers"] for result in results.values()] == [22, K, K]
         return
     directory = cache_dir() / "benchmarks" / "tinyllama-1.1b-shape-bf16"
     directory.parent.mkdir(parents=True, exist_ok=True)
