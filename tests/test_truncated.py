@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -140,3 +141,54 @@ def test_activation_checkpointing_trains_the_same_adapter(
     assert any(tensor.abs().max() > 0 for key, tensor in expected.items() if "lora_B" in key)  # it trained
     for key in expected:
         torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def mapped_shards_while_converting(monkeypatch, load) -> set[str]:
+    """The checkpoint files memory-mapped in this process while transformers converts the loaded tensors, read from
+    /proc/self/maps (what the kernel counts in the RSS), not from which backend was asked for."""
+    import transformers.modeling_utils
+
+    seen: set[str] = set()
+    convert = transformers.modeling_utils.convert_and_load_state_dict_in_model
+
+    def convert_and_record(*args, **kwargs):
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            seen.update(line.split()[-1] for line in maps if line.rstrip().endswith(".safetensors"))
+        return convert(*args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(transformers.modeling_utils, "convert_and_load_state_dict_in_model", convert_and_record)
+        load()
+    return seen
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads Linux's /proc/self/maps")
+def test_a_converting_truncated_load_does_not_keep_the_checkpoint_mapped(monkeypatch, sharded_checkpoint):
+    """Loaded in another dtype, the assistant's tensors are read one at a time, so the checkpoint's pages do not pile
+    up beside the converted weights (the 0.5x goal of benchmarks/truncated_load.py); the weights are the same as a
+    plain load's. In the stored dtype the mapped pages are the weights themselves, so the map is kept."""
+    from unlearn_peft.loading import load_causal_lm
+
+    def truncated(dtype: str):
+        return lambda: loaded.setdefault(
+            dtype,
+            load_causal_lm(
+                str(sharded_checkpoint), {"dtype": dtype}, only_assistant_layers=True, assistant_num_layers=K
+            ),
+        )
+
+    loaded = {}  # the converting load first: tensors loaded in the stored dtype stay mapped as long as they live
+    converting_mapped = mapped_shards_while_converting(monkeypatch, truncated("bfloat16"))
+    plain_mapped = mapped_shards_while_converting(
+        monkeypatch,
+        lambda: loaded.setdefault("plain", AutoModelForCausalLM.from_pretrained(sharded_checkpoint, dtype="bfloat16")),
+    )
+    stored_dtype_mapped = mapped_shards_while_converting(monkeypatch, truncated("float32"))
+    assert plain_mapped, "a plain from_pretrained maps its shards: without this the check below proves nothing"
+    assert converting_mapped == set()
+    assert stored_dtype_mapped  # float32 is the fixture's stored dtype: no conversion, the map is the weights
+    plain_state = loaded["plain"].state_dict()
+    truncated_state = loaded["bfloat16"].state_dict()
+    assert truncated_state.keys() < plain_state.keys()
+    for name, tensor in truncated_state.items():
+        assert tensor.dtype == torch.bfloat16 and torch.equal(tensor, plain_state[name]), name
