@@ -8,6 +8,9 @@ constant after warm-up, K = a quarter of the layers, trained until converged), t
 - `memorised`: SmolLM2 fine-tuned on every weight on 32 fictitious people until its mean answer probability is at
   least 0.95 (cached; built in `_targets.py`, shared with `filter_definitions.py`); forget 16 of them, keep 16.
 
+Each α is also scored with `weight_by_assistant_mass=True` (rows "α, mass-weighted"): `f(z_A)` scaled at each
+position by the assistant's probability mass on the plausible set (`unlearn_peft.logit_difference`).
+
 Reported per split (forget, the forget questions paraphrased and never trained on, retain, held-out general
 knowledge from `benchmarks/data/general_knowledge_heldout.jsonl`): the answer probability `exp(−mean NLL)` of the
 unlearned model divided by the target's, averaged over questions; and, read as generated text, how many greedy
@@ -32,6 +35,7 @@ except ImportError:  # run as a script
     from _targets import assistant_summary, load_target, probability_ratios, run_on_targets, train_assistant
 
 ALPHAS = (1.0, 0.75, 0.6, 0.5, 0.4, 0.25)
+MASS_WEIGHTED_ALPHAS = (1.0, 0.75, 0.6)
 MAX_NEW_TOKENS = 24
 
 
@@ -40,29 +44,34 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
     quick = {"max_steps": 2, "assistant_num_layers": 2} if options.quick else {}
     model, trainer = train_assistant(target, tokenizer, **quick)
     splits = target.question_splits()
-    settings = {alpha: (alpha, model.plausibility_threshold, model.min_tokens_to_keep) for alpha in ALPHAS}
+    # Setting key (α, mass-weighted) → uld_logits' arguments after the two logits.
+    keys = [(alpha, False) for alpha in ALPHAS] + [(alpha, True) for alpha in MASS_WEIGHTED_ALPHAS]
+    settings = {
+        (alpha, weighted): (alpha, model.plausibility_threshold, model.min_tokens_to_keep, None, weighted)
+        for alpha, weighted in keys
+    }
     ratios = probability_ratios(model, tokenizer, splits, settings)
-    generated: dict[float, dict[str, list[str]]] = {}
-    for alpha in (0.0, *ALPHAS):
-        model.assistant_weight = alpha
-        generated[alpha] = {
+    generated: dict[tuple[float, bool], dict[str, list[str]]] = {}
+    for alpha, weighted in [(0.0, False), *keys]:
+        model.assistant_weight, model.weight_by_assistant_mass = alpha, weighted
+        generated[alpha, weighted] = {
             split: greedy_answers(
                 model, tokenizer, [q for q, _ in pairs], max_new_tokens=MAX_NEW_TOKENS, description=f"α={alpha}"
             )
             for split, pairs in splits.items()
         }
 
-    def text_columns(alpha: float) -> list[str]:
+    def text_columns(key: tuple[float, bool]) -> list[str]:
         columns = []
         for split in ("forget", "paraphrased forget (unseen)", "retain"):
             answers = [a for _, a in splits[split]]
             hits = sum(
-                embedded_fact(a).lower() in g.lower() for a, g in zip(answers, generated[alpha][split], strict=True)
+                embedded_fact(a).lower() in g.lower() for a, g in zip(answers, generated[key][split], strict=True)
             )
             columns.append(f"{hits}/{len(answers)}")
         unchanged = sum(
             a == b
-            for a, b in zip(generated[0.0]["held-out utility"], generated[alpha]["held-out utility"], strict=True)
+            for a, b in zip(generated[0.0, False]["held-out utility"], generated[key]["held-out utility"], strict=True)
         )
         columns.append(f"{unchanged}/{len(splits['held-out utility'])}")
         return columns
@@ -75,8 +84,12 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
         "retain: fact stated",
         "held-out: answer unchanged",
     ]
-    rows = [["0 (target)", *["1.000"] * len(splits), *text_columns(0.0)]]
-    rows += [[f"{alpha:g}", *[f"{ratios[alpha][s]:.3f}" for s in splits], *text_columns(alpha)] for alpha in ALPHAS]
+    rows = [["0 (target)", *["1.000"] * len(splits), *text_columns((0.0, False))]]
+    rows += [
+        [f"{alpha:g}{', mass-weighted' if weighted else ''}", *[f"{ratios[alpha, weighted][s]:.3f}" for s in splits]]
+        + text_columns((alpha, weighted))
+        for alpha, weighted in keys
+    ]
     notes = (
         f"Target: SmolLM2-135M-Instruct {target.described}. Forget {len(target.forget)}, retain {len(target.retain)}, "
         f"held-out {len(target.heldout)} questions; filter τ = {model.plausibility_threshold:g}, floor "

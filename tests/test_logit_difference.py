@@ -103,3 +103,58 @@ def test_the_default_floor_lets_uld_flip_a_memorised_answer():
     centre = torch.log_softmax(assistant, -1)[kept].mean()
     expected_answer = target[answer] - 0.75 * (torch.log_softmax(assistant, -1)[answer] - centre)
     torch.testing.assert_close(unlearned[answer], expected_answer)
+
+
+def test_mass_weighting_scales_each_position_by_the_assistants_mass_on_the_plausible_set():
+    """`z_T − α · P_A(S) · f(z_A)`, with `P_A(S)` summed by hand from the assistant's softmax over the mask."""
+    target, assistant = _logits(0), _logits(1)
+    alpha, tau, floor = 0.75, 1e-2, 3
+    mask = plausible_token_mask(target, tau, floor)
+    probabilities = torch.softmax(assistant.double(), dim=-1)
+    mass = torch.stack(
+        [
+            torch.stack([probabilities[b, t][mask[b, t]].sum() for t in range(target.shape[1])])
+            for b in range(target.shape[0])
+        ]
+    )
+    log_probs = torch.log(probabilities)
+    expected = target.double().clone()
+    for b in range(target.shape[0]):
+        for t in range(target.shape[1]):
+            plausible = mask[b, t]
+            centred = log_probs[b, t][plausible] - log_probs[b, t][plausible].mean()
+            expected[b, t][plausible] -= alpha * mass[b, t] * centred
+    weighted = uld_logits(target, assistant, alpha, tau, floor, weight_by_assistant_mass=True)
+    torch.testing.assert_close(weighted.double(), expected, rtol=0, atol=1e-4)
+    assert 0 < mass.min() and mass.max() < 1  # the weighting really scales: not 0 or 1 everywhere
+
+    # With the head given hidden states, the whole head runs and the result is the same.
+    torch.manual_seed(0)
+    head = nn.Linear(8, 17, bias=True)
+    hidden = torch.randn(2, 3, 8)
+    torch.testing.assert_close(
+        uld_logits(target, hidden, alpha, tau, floor, lm_head=head, weight_by_assistant_mass=True),
+        uld_logits(target, head(hidden), alpha, tau, floor, weight_by_assistant_mass=True),
+    )
+
+
+def test_mass_weighting_leaves_a_flat_assistant_without_effect_and_a_sure_one_almost_unchanged():
+    """The case it is for: a near-uniform assistant (retain data) with log-probability noise among the plausible
+    tokens moves the target's logits by that noise unweighted, and by almost nothing weighted; an assistant sure of
+    one plausible token (forget data) subtracts almost what it did."""
+    vocab_size = 49152
+    target = torch.full((vocab_size,), -20.0)
+    target[:5] = torch.tensor([0.0, -0.3, -1.0, -2.0, -2.5])
+    noise = torch.zeros(vocab_size)
+    noise[:5] = torch.tensor([1.5, -1.5, 0.0, 0.5, -0.5])  # flat over the vocabulary, ±1.5 nats among the plausible
+    flat = uld_logits(target, noise, 0.6, 1e-2, 1)
+    flat_weighted = uld_logits(target, noise, 0.6, 1e-2, 1, weight_by_assistant_mass=True)
+    assert flat.argmax() != target.argmax()  # the noise flips the answer unweighted
+    assert flat_weighted.argmax() == target.argmax()
+    assert (flat_weighted - target).abs().max() < 1e-3
+    sure = torch.full((vocab_size,), -10.0)
+    sure[0] = 12.0
+    weighted = uld_logits(target, sure, 0.6, 1e-2, 1, weight_by_assistant_mass=True)
+    unweighted = uld_logits(target, sure, 0.6, 1e-2, 1)
+    assert weighted.argmax() == unweighted.argmax() != 0
+    torch.testing.assert_close(weighted, unweighted, rtol=0, atol=0.1)

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, pipeline
 
 from unlearn_peft import SIDECAR_NAME, UnlearnTrainer
 from unlearn_peft.cache import ULDCache
-from unlearn_peft.logit_difference import DEFAULT_MIN_TOKENS_TO_KEEP
+from unlearn_peft.logit_difference import DEFAULT_MIN_TOKENS_TO_KEEP, uld_logits
 from unlearn_peft.modeling import ULDModel
 from unlearn_peft.sidecar import LEGACY_SIDECAR_NAME
 
@@ -76,11 +76,51 @@ def test_version_1_sidecar_loads_with_the_documented_floor(tiny_adapter, tmp_pat
     old = tmp_path / "v1"
     shutil.copytree(adapter_dir, old)
     sidecar = json.loads((old / SIDECAR_NAME).read_text())
-    assert sidecar["schema_version"] == 2 and sidecar["min_tokens_to_keep"] == DEFAULT_MIN_TOKENS_TO_KEEP
-    del sidecar["min_tokens_to_keep"]
+    assert sidecar["schema_version"] == 3 and sidecar["min_tokens_to_keep"] == DEFAULT_MIN_TOKENS_TO_KEEP
+    del sidecar["min_tokens_to_keep"], sidecar["weight_by_assistant_mass"]
     sidecar["schema_version"] = 1
     (old / SIDECAR_NAME).write_text(json.dumps(sidecar))
     assert ULDModel.from_pretrained(old).min_tokens_to_keep == DEFAULT_MIN_TOKENS_TO_KEEP
+
+
+def test_mass_weighting_from_the_sidecar_in_forward_and_generation(tiny_adapter, tmp_path, prompts):
+    """Off by default and for version-2 sidecars; on by override or sidecar, where forward equals the formula applied
+    to the target's and the assistant's own logits, and greedy generation equals decoding with full forwards."""
+    _, adapter_dir = tiny_adapter
+    assert ULDModel.from_pretrained(adapter_dir).weight_by_assistant_mass is False
+    old = tmp_path / "v2"
+    shutil.copytree(adapter_dir, old)
+    sidecar = json.loads((old / SIDECAR_NAME).read_text())
+    assert sidecar["weight_by_assistant_mass"] is False
+    del sidecar["weight_by_assistant_mass"]
+    sidecar["schema_version"] = 2
+    (old / SIDECAR_NAME).write_text(json.dumps(sidecar))
+    assert ULDModel.from_pretrained(old).weight_by_assistant_mass is False
+
+    # A random model's next-token distribution is nearly flat: a high τ and a low floor keep the plausible set small.
+    model = ULDModel.from_pretrained(
+        adapter_dir, weight_by_assistant_mass=True, plausibility_threshold=0.95, min_tokens_to_keep=3
+    )
+    with torch.no_grad():
+        target = model.target(**prompts).logits
+        assistant = model.assistant(**prompts).logits
+        expected = uld_logits(target, assistant, model.assistant_weight, 0.95, 3, weight_by_assistant_mass=True)
+        unweighted = uld_logits(target, assistant, model.assistant_weight, 0.95, 3)
+        logits = model(**prompts).logits
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+    assert not torch.allclose(expected, unweighted, atol=1e-3)  # the weighting changes something here
+
+    model.save_pretrained(tmp_path / "weighted")
+    assert json.loads((tmp_path / "weighted" / SIDECAR_NAME).read_text())["weight_by_assistant_mass"] is True
+    reloaded = ULDModel.from_pretrained(tmp_path / "weighted")
+    assert reloaded.weight_by_assistant_mass is True
+    input_ids = prompts["input_ids"][1:, :][:, prompts["attention_mask"][1].bool()]
+    generated = reloaded.generate(input_ids, max_new_tokens=6, do_sample=False)
+    decoded = input_ids
+    with torch.no_grad():
+        for _ in range(6):
+            decoded = torch.cat([decoded, reloaded(decoded).logits[:, -1:].argmax(-1)], dim=-1)
+    assert torch.equal(generated, decoded)
 
 
 def test_adapter_saved_under_the_legacy_sidecar_name_loads_and_is_saved_under_the_new_one(

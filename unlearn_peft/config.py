@@ -77,6 +77,11 @@ class UnlearnConfig(TrainingArguments):
             Floor of the plausible set: the target's `min_tokens_to_keep` most probable tokens always count, so a
             target that has memorised an answer (one token with p ≈ 1) does not switch the assistant off there.
             Recorded in the sidecar. Chosen by measurement (`benchmarks/filter_definitions.py`).
+        weight_by_assistant_mass (`bool`, defaults to `False`):
+            Scale the assistant's filtered logits at each position by its probability mass on the plausible tokens,
+            so an assistant that is flat there (retain data) changes nothing and one sure of a plausible answer
+            (forget data) subtracts as before. Not in the paper; see `unlearn_peft.logit_difference`. Recorded in
+            the sidecar.
         forget_loss_weight (`float` or `None`, defaults to `None`):
             Weight of the forget term: 0.125 for `simnpo` (γ of open-unlearning's SimNPO config), 1.0 for the others.
         retain_loss_weight (`float` or `None`, defaults to `None`):
@@ -167,6 +172,13 @@ class UnlearnConfig(TrainingArguments):
         metadata={
             "help": "Floor of the plausible set: the target's this many most probable tokens always count, so a "
             "memorised answer (p ≈ 1 on one token) can still be unlearned."
+        },
+    )
+    weight_by_assistant_mass: bool = field(
+        default=False,
+        metadata={
+            "help": "Scale the assistant's filtered logits at each position by its probability mass on the target's "
+            "plausible tokens (about 0 where the assistant is flat, 1 where it remembers). Not in the paper."
         },
     )
     forget_loss_weight: float | None = field(

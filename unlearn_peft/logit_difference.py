@@ -17,6 +17,14 @@ makes `f` invariant to any per-position shift of `z_A` (softmax shifts, log-sum-
 inside `S` stay comparable. Zero-filling the *raw* assistant logits outside `S`, as the reference code does, depends
 on that arbitrary shift and breaks the model. With `τ = 0` every token is plausible and `f(z_A)` is the assistant's
 log-probabilities centred over the whole vocabulary, which equals `z_A` up to a per-position constant.
+
+Centring also makes `f` blind to how much the assistant believes in the plausible tokens: an assistant trained flat
+on retain data puts almost no probability on them (≈ 0.000 on the demo's retain answers, 0.998 on its forget
+answers, `benchmarks/RESULTS.md`), yet the log-probability differences among them (up to 4.7 nats there) pass
+through `f` unchanged and flip the target's answer at some positions. With `weight_by_assistant_mass`, `f` is scaled
+at each position by the assistant's probability mass on the plausible set, `P_A(S) = \\sum_{v \\in S} p_A(v)`: about
+1 where the assistant remembers a plausible answer (the forget set), about 0 where it is flat. This is an addition of
+this library, not part of the paper's method.
 """
 
 from __future__ import annotations
@@ -97,6 +105,18 @@ def filtered_assistant_logits_from_hidden(
     return filtered
 
 
+def assistant_mass_on_plausible(
+    target_logits: torch.Tensor,
+    assistant_logits: torch.Tensor,
+    plausibility_threshold: float,
+    min_tokens_to_keep: int = 1,
+) -> torch.Tensor:
+    """`P_A(S)`: the assistant's probability mass on the target's plausible tokens, shape `(..., 1)`."""
+    mask = plausible_token_mask(target_logits, plausibility_threshold, min_tokens_to_keep)
+    log_probs = assistant_logits.float().log_softmax(dim=-1)
+    return log_probs.masked_fill(~mask, -math.inf).logsumexp(dim=-1, keepdim=True).exp()
+
+
 def uld_logits(
     target_logits: torch.Tensor,
     assistant: torch.Tensor,
@@ -104,15 +124,22 @@ def uld_logits(
     plausibility_threshold: float,
     min_tokens_to_keep: int = 1,
     lm_head: nn.Module | None = None,
+    weight_by_assistant_mass: bool = False,
 ) -> torch.Tensor:
     """The unlearned model's logits `z_T − α · f(z_A)` (see the module docstring), in the target's dtype.
 
     `assistant` holds the assistant's logits, or, with `lm_head`, its final hidden states: then the head runs only on
-    the plausible tokens (see [`filtered_assistant_logits_from_hidden`]).
+    the plausible tokens (see [`filtered_assistant_logits_from_hidden`]). With `weight_by_assistant_mass`, `f(z_A)`
+    is scaled by `P_A(S)` at each position (see the module docstring); the whole head then runs.
     """
     if assistant_weight == 0:
         return target_logits
-    if lm_head is None:
+    if weight_by_assistant_mass:
+        assistant_logits = assistant if lm_head is None else lm_head(assistant)
+        filtered = filtered_assistant_logits(
+            target_logits, assistant_logits, plausibility_threshold, min_tokens_to_keep
+        ) * assistant_mass_on_plausible(target_logits, assistant_logits, plausibility_threshold, min_tokens_to_keep)
+    elif lm_head is None:
         filtered = filtered_assistant_logits(target_logits, assistant, plausibility_threshold, min_tokens_to_keep)
     else:
         filtered = filtered_assistant_logits_from_hidden(

@@ -111,6 +111,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         plausibility_threshold: float,
         merged: bool,
         min_tokens_to_keep: int = 1,
+        weight_by_assistant_mass: bool = False,
     ) -> None:
         # A copy: PreTrainedModel.__init__ may adjust attention settings, which must not reach the target.
         super().__init__(copy.deepcopy(target.config))
@@ -122,6 +123,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         self.assistant_weight = float(assistant_weight)
         self.plausibility_threshold = float(plausibility_threshold)
         self.min_tokens_to_keep = int(min_tokens_to_keep)
+        self.weight_by_assistant_mass = bool(weight_by_assistant_mass)
         self.merged = merged
         self.plain_assistant_head = self._assistant_head_is_plain()
         self.generation_config = copy.deepcopy(target.generation_config)
@@ -137,6 +139,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         assistant_weight: float | None = None,
         plausibility_threshold: float | None = None,
         min_tokens_to_keep: int | None = None,
+        weight_by_assistant_mass: bool | None = None,
         merge_assistant: bool = True,
         revision: str | None = None,
         token: str | None = None,
@@ -156,6 +159,9 @@ class ULDModel(PreTrainedModel, GenerationMixin):
                 Overrides the sidecar's τ (`0` disables the filter).
             min_tokens_to_keep (`int`, *optional*):
                 Overrides the sidecar's floor `m`: the filter always keeps the target's `m` most probable tokens.
+            weight_by_assistant_mass (`bool`, *optional*):
+                Overrides the sidecar's choice to scale the assistant's filtered logits by its probability mass on the
+                plausible tokens (see `unlearn_peft.logit_difference`).
             merge_assistant (`bool`, defaults to `True`):
                 `True`: copy the K assistant layers and merge the LoRA into the copy, so inference runs two plain
                 stacks (embeddings and LM head stay shared). `False`: share every base tensor and run the LoRA in
@@ -218,6 +224,9 @@ class ULDModel(PreTrainedModel, GenerationMixin):
             ),
             merged=merge_assistant,
             min_tokens_to_keep=sidecar.min_tokens_to_keep if min_tokens_to_keep is None else min_tokens_to_keep,
+            weight_by_assistant_mass=(
+                sidecar.weight_by_assistant_mass if weight_by_assistant_mass is None else weight_by_assistant_mass
+            ),
         )
         return model.eval()
 
@@ -313,6 +322,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
                 self.plausibility_threshold,
                 self.min_tokens_to_keep,
                 lm_head=lm_head,
+                weight_by_assistant_mass=self.weight_by_assistant_mass,
             )
         loss = None
         if labels is not None:
@@ -327,6 +337,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         sidecar.assistant_weight = self.assistant_weight
         sidecar.plausibility_threshold = self.plausibility_threshold
         sidecar.min_tokens_to_keep = self.min_tokens_to_keep
+        sidecar.weight_by_assistant_mass = self.weight_by_assistant_mass
         # Atomic: a failure while writing leaves a previous adapter in save_directory loadable.
         with staged_save(save_directory) as staging:
             self.adapter_config.save_pretrained(str(staging))

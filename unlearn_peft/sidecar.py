@@ -26,7 +26,9 @@ SIDECAR_NAME = "unlearn_sidecar.json"
 LEGACY_SIDECAR_NAME = "unlearn_config.json"
 """The sidecar's earlier name: read when a directory has no `SIDECAR_NAME`, never written."""
 # 2: adds `min_tokens_to_keep`; a version-1 ULD sidecar loads with DEFAULT_MIN_TOKENS_TO_KEEP.
-SIDECAR_SCHEMA_VERSION = 2
+# 3: adds `weight_by_assistant_mass`; earlier ULD sidecars load with False (their behaviour). A reader of version 2
+#    would ignore the field and compute other logits, so it must refuse these sidecars.
+SIDECAR_SCHEMA_VERSION = 3
 
 
 def base_model_fingerprint(model: PreTrainedModel) -> dict[str, Any]:
@@ -65,6 +67,7 @@ class UnlearnSidecar:
     assistant_weight: float | None = None
     plausibility_threshold: float | None = None
     min_tokens_to_keep: int | None = None
+    weight_by_assistant_mass: bool | None = None
     training: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SIDECAR_SCHEMA_VERSION
 
@@ -96,6 +99,8 @@ class UnlearnSidecar:
             # Adapters written before the floor existed get today's default: a one-token set disabled ULD where a
             # target had memorised its answer, which was a defect, not a setting to preserve.
             sidecar.min_tokens_to_keep = DEFAULT_MIN_TOKENS_TO_KEEP
+        if sidecar.method == "uld" and sidecar.weight_by_assistant_mass is None:
+            sidecar.weight_by_assistant_mass = False
         return sidecar
 
     @classmethod

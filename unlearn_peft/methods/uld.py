@@ -121,6 +121,7 @@ class ULD(UnlearningMethod):
             "assistant_weight": args.assistant_weight,
             "plausibility_threshold": args.plausibility_threshold,
             "min_tokens_to_keep": args.min_tokens_to_keep,
+            "weight_by_assistant_mass": args.weight_by_assistant_mass,
         }
 
     def card_title(self, retain_loss: str | None) -> str:
