@@ -62,6 +62,10 @@ def filtered_assistant_logits(
 ) -> torch.Tensor:
     """`f(z_A)`: the assistant's log-probabilities centred over the plausible set, zero outside it."""
     mask = plausible_token_mask(target_logits, plausibility_threshold, min_tokens_to_keep)
+    return _centred_on(assistant_logits, mask)
+
+
+def _centred_on(assistant_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     assistant = assistant_logits.float()
     masked_sum = (assistant * mask).sum(dim=-1, keepdim=True)
     centred = assistant - masked_sum / mask.sum(dim=-1, keepdim=True)
@@ -113,6 +117,10 @@ def assistant_mass_on_plausible(
 ) -> torch.Tensor:
     """`P_A(S)`: the assistant's probability mass on the target's plausible tokens, shape `(..., 1)`."""
     mask = plausible_token_mask(target_logits, plausibility_threshold, min_tokens_to_keep)
+    return _mass_on(assistant_logits, mask)
+
+
+def _mass_on(assistant_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     log_probs = assistant_logits.float().log_softmax(dim=-1)
     return log_probs.masked_fill(~mask, -math.inf).logsumexp(dim=-1, keepdim=True).exp()
 
@@ -136,9 +144,8 @@ def uld_logits(
         return target_logits
     if weight_by_assistant_mass:
         assistant_logits = assistant if lm_head is None else lm_head(assistant)
-        filtered = filtered_assistant_logits(
-            target_logits, assistant_logits, plausibility_threshold, min_tokens_to_keep
-        ) * assistant_mass_on_plausible(target_logits, assistant_logits, plausibility_threshold, min_tokens_to_keep)
+        mask = plausible_token_mask(target_logits, plausibility_threshold, min_tokens_to_keep)
+        filtered = _centred_on(assistant_logits, mask) * _mass_on(assistant_logits, mask)
     elif lm_head is None:
         filtered = filtered_assistant_logits(target_logits, assistant, plausibility_threshold, min_tokens_to_keep)
     else:
