@@ -24,7 +24,9 @@ answers, `benchmarks/RESULTS.md`), yet the log-probability differences among the
 through `f` unchanged and flip the target's answer at some positions. With `weight_by_assistant_mass`, `f` is scaled
 at each position by the assistant's probability mass on the plausible set, `P_A(S) = \\sum_{v \\in S} p_A(v)`: about
 1 where the assistant remembers a plausible answer (the forget set), about 0 where it is flat. This is an addition of
-this library, not part of the paper's method.
+this library, not part of the paper's method, and off by default: it also stops subtracting where the target phrases a
+forgotten fact in words the assistant never saw, so on a target that had not memorised the forget answers some facts
+came back in rephrased greedy answers (`benchmarks/RESULTS.md`).
 """
 
 from __future__ import annotations
