@@ -104,10 +104,8 @@ def filtered_assistant_logits_from_hidden(
         )
     bias = lm_head.bias[tokens] if lm_head.bias is not None else None
     partial_logits = F.linear(assistant_hidden, weight[tokens], bias).float()
-    partial_mask = mask[..., tokens]
-    centre = (partial_logits * partial_mask).sum(dim=-1, keepdim=True) / partial_mask.sum(dim=-1, keepdim=True)
     filtered = torch.zeros(target_logits.shape, dtype=torch.float32, device=target_logits.device)
-    filtered[..., tokens] = torch.where(partial_mask, partial_logits - centre, torch.zeros_like(partial_logits))
+    filtered[..., tokens] = _centred_on(partial_logits, mask[..., tokens])
     return filtered
 
 
