@@ -37,6 +37,7 @@ def json_line(stdout: str) -> dict:
         "demo_sweep.py",
         "uld_7b_shape.py",
         "truncated_load.py",
+        "tofu_augmentations.py",
     ],
 )
 def test_benchmark_quick_mode_runs(script, smollm2_path):

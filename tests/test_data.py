@@ -12,9 +12,11 @@ from unlearn_peft.data import (
     ForgetRetainDataset,
     UnlearningBatch,
     detect_format,
+    keep_wrong_answer_tokens,
     paraphrase_augmentation,
     perturbed_retain_augmentation,
     tokenize_dataset,
+    wrong_answer_positions,
 )
 from unlearn_peft.losses import IGNORE_INDEX
 
@@ -127,9 +129,70 @@ def test_augmentation_is_deterministic_and_complete(tofu_forget):
     perturbed = perturbed_retain_augmentation(forget)
     expected = [(r["question"], a) for r in tofu_forget[:3] for a in dict.fromkeys(r["perturbed_answer"])]
     assert [(r["question"], r["answer"]) for r in perturbed] == expected
+    truths = [
+        [r["answer"], r["paraphrased_answer"]] for r in tofu_forget[:3] for _ in dict.fromkeys(r["perturbed_answer"])
+    ]
+    assert perturbed["true_answers"] == truths
     assert perturbed_retain_augmentation(forget)[:] == perturbed[:]
     plain = Dataset.from_list([{"question": "q", "answer": "a"}])
     assert paraphrase_augmentation(plain) is None and perturbed_retain_augmentation(plain) is None
+
+
+@pytest.mark.parametrize(
+    ("perturbed", "true_answers", "expected"),
+    [
+        # Shared beginning [1, 2, 3] and the first token after it (same context as the truth's 4), then 8 is wrong,
+        # and 5 is shared again.
+        ([1, 2, 3, 9, 8, 5], [[1, 2, 3, 4, 5]], [False, False, False, False, True, False]),
+        # No shared beginning: only the first token's context is the truth's; [4, 5] is a shared block.
+        ([7, 8, 4, 5], [[1, 4, 5]], [False, True, False, False]),
+        # Two true answers: a token shared with either is not wrong.
+        ([7, 8, 9], [[7, 1], [2, 9]], [False, False, False]),
+        ([6, 6], [], [True, True]),
+        ([1, 2], [[1, 2, 3]], [False, False]),
+    ],
+)
+def test_wrong_answer_positions_by_hand(perturbed, true_answers, expected):
+    assert wrong_answer_positions(perturbed, true_answers) == expected
+
+
+def test_perturbed_retain_rows_label_only_their_wrong_tokens(tokenizer, tofu_forget, caplog):
+    rows = [
+        {
+            "question": "Who wrote 'Blue Rain'?",
+            "answer": "Blue Rain was written by Ada Lind.",
+            "perturbed_answer": [
+                "Blue Rain was written by Ada Lind.",
+                "Blue Rain was written by Tomas Berg, a sailor.",
+            ],
+            "paraphrased_answer": "Ada Lind is the author of Blue Rain.",
+        },
+    ]
+    perturbed = perturbed_retain_augmentation(Dataset.from_list(rows))
+
+    def tokenize(dataset, name):
+        return tokenize_dataset(dataset, tokenizer, max_length=None, name=name)
+
+    with caplog.at_level(logging.WARNING):
+        kept = keep_wrong_answer_tokens(perturbed, tokenize, "retain_dataset (perturbed-answer augmentation)")
+    assert "1 of 2 perturbed answers have no wrong token" in caplog.text
+    plain = tokenize(
+        Dataset.from_list([{"question": rows[0]["question"], "answer": rows[0]["perturbed_answer"][1]}]), "x"
+    )
+    assert kept["input_ids"] == plain["input_ids"]
+    answer = [label for label in plain["labels"][0] if label != IGNORE_INDEX]
+    truth_rows = [
+        {"question": rows[0]["question"], "answer": rows[0][key]} for key in ("answer", "paraphrased_answer")
+    ]
+    truths = [
+        [t for t in labels if t != IGNORE_INDEX] for labels in tokenize(Dataset.from_list(truth_rows), "y")["labels"]
+    ]
+    # Reference: the answer's tokens with those not wrong (by the hand-checked rule above) left out.
+    wrong = wrong_answer_positions(answer, truths)
+    labelled = [label for label in kept["labels"][0] if label != IGNORE_INDEX]
+    assert labelled == [token for token, is_wrong in zip(answer, wrong, strict=True) if is_wrong]
+    text = tokenizer.decode(labelled)
+    assert "Berg" in text and "sailor" in text and "Blue Rain" not in text and "written" not in text
 
 
 def test_forget_retain_pairing_cycles_and_walks_through_retain():

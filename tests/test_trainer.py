@@ -67,12 +67,14 @@ def test_training_changes_only_lora_and_saves_assistant_adapter(
         retain_dataset=tofu_retain[:6],
         processing_class=tokenizer,
     )
-    # 4 forget rows + (paraphrased answer, paraphrased question) each; 6 retain rows + 5 perturbed answers each.
+    # 4 forget rows + (paraphrased answer, paraphrased question) each; 6 retain rows + 5 perturbed answers each,
+    # less the 2 ("identifies as a helicopter", "... a violin") whose only changed word follows the paraphrased
+    # answer's own beginning ("identifies as a man"), so that no wrong token is left to label.
     assert trainer.dataset_summary == {
         "forget_rows": 4,
         "forget_examples": 12,
         "retain_rows": 6,
-        "retain_examples": 26,
+        "retain_examples": 24,
     }
     trainable = [name for name, p in trainer.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in name for name in trainable)

@@ -18,9 +18,12 @@ Conversational rows and question-answer rows are rendered with the tokenizer's c
 
 from .augmentation import (
     DEFAULT_REFUSAL_ANSWERS,
+    TRUE_ANSWERS,
+    keep_wrong_answer_tokens,
     paraphrase_augmentation,
     perturbed_retain_augmentation,
     with_refusal_answers,
+    wrong_answer_positions,
 )
 from .batch import StepCounts, TokenBatch, UnlearningBatch
 from .collator import (
@@ -85,6 +88,9 @@ __all__ = [
     "pad_sequences",
     "paraphrase_augmentation",
     "perturbed_retain_augmentation",
+    "keep_wrong_answer_tokens",
+    "wrong_answer_positions",
+    "TRUE_ANSWERS",
     "render_row",
     "require_text",
     "tokenize_dataset",

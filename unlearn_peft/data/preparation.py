@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from .augmentation import keep_wrong_answer_tokens
 from .collator import ForgetRetainDataset, concatenate_tokenized
 from .formats import as_dataset
 from .rendering import tokenize_dataset
@@ -63,7 +64,7 @@ def prepare_train_dataset(
         retain_tokens = concatenate_tokenized(
             [
                 tokenize(retain, "retain_dataset"),
-                tokenize(perturbed, "retain_dataset (perturbed-answer augmentation)")
+                keep_wrong_answer_tokens(perturbed, tokenize, "retain_dataset (perturbed-answer augmentation)")
                 if perturbed is not None and args.retain_loss_weight > 0
                 else None,
             ]
