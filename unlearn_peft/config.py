@@ -96,7 +96,9 @@ class UnlearnConfig(TrainingArguments):
             add (question, paraphrased answer) and (paraphrased question, answer) rows to the forget set.
         augment_retain_with_perturbed (`bool`, defaults to `True`):
             When forget rows carry `perturbed_answer`, add each (question, perturbed answer) pair to the retain set:
-            wrong answers about the forget subjects that the assistant must *not* remember.
+            wrong answers about the forget subjects that the assistant must *not* remember. Only their wrong tokens
+            are labelled (see [`~unlearn_peft.data.wrong_answer_positions`]); rows with none are dropped with a
+            warning.
         min_train_steps (`int` or `None`, defaults to `None`):
             Minimum number of optimiser steps. When `num_train_epochs` gives fewer, the number of epochs grows until
             it reaches this budget (logged). `0` disables it. Ignored when `max_steps` is set. `None`: 300 for ULD
@@ -208,7 +210,8 @@ class UnlearnConfig(TrainingArguments):
     augment_retain_with_perturbed: bool = field(
         default=True,
         metadata={
-            "help": "Add each forget row's perturbed_answer entries as extra retain rows when that column exists."
+            "help": "Add each forget row's perturbed_answer entries as extra retain rows when that column exists, "
+            "labelled on their wrong tokens only (not those shared with the answer or paraphrased answer)."
         },
     )
     min_train_steps: int | None = field(
