@@ -1,21 +1,23 @@
 """ULD's TOFU augmentations, judged by unlearning on a target that has memorised TOFU rows.
 
-TOFU's `*_perturbed` rows carry paraphrased answers and questions and perturbed (wrong) answers; by default ULD adds
-(question, paraphrased answer) and (paraphrased question, answer) rows to the forget set and the perturbed answers,
-labelled on their wrong tokens only, to the retain set. This compares the unlearned models with and without them.
+TOFU's `*_perturbed` rows carry paraphrased answers and questions and perturbed (wrong) answers; the paper adds
+(question, paraphrased answer) and (paraphrased question, answer) rows to the forget set and the perturbed answers
+(here labelled on their wrong tokens only) to the retain set. This compares the unlearned models with and without
+them (the library's default is without).
 
 - Target: SmolLM2-135M-Instruct fine-tuned on every weight on TOFU's forget01 (40 rows, 2 authors) and 40 retain
   rows (2 other authors: the first 40 rows of `retain_perturbed`) until its mean answer probability is at least 0.9.
 - Retain model: the same fine-tuning on the 40 retain rows only, TOFU's reference for forget quality.
   Both are cached in the unlearn_peft cache directory and rebuilt when missing.
-- Each variant: `UnlearnTrainer` at the library's defaults (forget = the 40 forget rows with their TOFU columns,
-  retain = the 40 retain rows as question-answer pairs), one setting changed; `ULDModel` at its defaults.
+- ULD: `UnlearnTrainer` at the library's defaults (forget = the 40 forget rows with their TOFU columns, retain = the
+  40 retain rows as question-answer pairs), and with the paper's augmentations; `ULDModel` at its defaults, and the
+  default assistant also with `weight_by_assistant_mass`.
 
 Columns: forget quality (TOFU: KS test of the forget truth ratios against the retain model's), answer probability
 divided by the target's (forget, forget asked with the paraphrased question, retain, held-out general knowledge),
 ROUGE-L recall of the greedy answers (forget, retain), and the assistant's steps and convergence.
 
-    python benchmarks/tofu_augmentations.py           # about 45 minutes on 2 CPU cores; appends to RESULTS.md
+    python benchmarks/tofu_augmentations.py           # about 40 minutes on 2 CPU cores; appends to RESULTS.md
     python benchmarks/tofu_augmentations.py --quick   # tiny random model, 2 rows, 2 steps (CI)
 """
 
@@ -46,11 +48,20 @@ except ImportError:  # run as a script
 
 HELDOUT = Path(__file__).parent / "data" / "general_knowledge_heldout.jsonl"
 MEMORISED_PROBABILITY = 0.9
-VARIANTS: dict[str, dict[str, Any]] = {
-    "augmentations off": {"augment_forget_with_paraphrases": False, "augment_retain_with_perturbed": False},
-    "paraphrased forget rows only": {"augment_retain_with_perturbed": False},
-    "both (defaults)": {},
+TRAININGS: dict[str, dict[str, Any]] = {
+    "defaults (augmentations off)": {},
+    "the paper's augmentations": {
+        "augment_forget_with_paraphrases": True,
+        "augment_retain_with_perturbed": True,
+    },
 }
+"""Assistants trained, by name: `UnlearnConfig` settings over the library's defaults."""
+EVALUATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ULD, defaults": ("defaults (augmentations off)", {}),
+    "ULD, defaults, weight_by_assistant_mass": ("defaults (augmentations off)", {"weight_by_assistant_mass": True}),
+    "ULD, the paper's augmentations": ("the paper's augmentations", {}),
+}
+"""Table rows: (assistant, `ULDModel` attributes set for inference)."""
 
 
 def read_rows(path: Path, count: int | None = None) -> list[dict[str, Any]]:
@@ -160,10 +171,15 @@ def main() -> None:
         "target": (scores(target, tokenizer, splits, forget, retain_ratios), "fine-tuned on forget + retain"),
         "retain model": (scores(retain_model, tokenizer, splits, forget, retain_ratios), "never saw the forget rows"),
     }
-    for name, settings in VARIANTS.items():
-        unlearned, described = train_variant(target, tokenizer, forget, retain, settings, options)
-        rows_scored[f"ULD, {name}"] = (scores(unlearned, tokenizer, splits, forget, retain_ratios), described)
-        print(f"{name}: {described}", flush=True)
+    trained = {}
+    for name, settings in TRAININGS.items():
+        trained[name] = train_variant(target, tokenizer, forget, retain, settings, options)
+        print(f"{name}: {trained[name][1]}", flush=True)
+    for row_name, (training, inference) in EVALUATIONS.items():
+        unlearned, described = trained[training]
+        for attribute, value in {"weight_by_assistant_mass": False, **inference}.items():
+            setattr(unlearned, attribute, value)
+        rows_scored[row_name] = (scores(unlearned, tokenizer, splits, forget, retain_ratios), described)
 
     target_probabilities = rows_scored["target"][0]["probabilities"]
 

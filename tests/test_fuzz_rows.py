@@ -552,6 +552,8 @@ def test_trainer_trains_one_step_or_names_row_and_column(tokenizer, make_tiny_ll
         args = UnlearnConfig(
             output_dir=output_dir,
             method="uld",
+            augment_forget_with_paraphrases=True,  # so that the augmentation columns are read and checked
+            augment_retain_with_perturbed=True,
             assistant_num_layers=1,
             max_steps=1,
             per_device_train_batch_size=2,

@@ -62,7 +62,12 @@ def test_training_changes_only_lora_and_saves_assistant_adapter(
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     trainer = UnlearnTrainer(
         model,
-        args=_args(tmp_path, assistant_num_layers=2),
+        args=_args(
+            tmp_path,
+            assistant_num_layers=2,
+            augment_forget_with_paraphrases=True,
+            augment_retain_with_perturbed=True,
+        ),
         forget_dataset=tofu_forget[:4],
         retain_dataset=tofu_retain[:6],
         processing_class=tokenizer,

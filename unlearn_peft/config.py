@@ -91,17 +91,23 @@ class UnlearnConfig(TrainingArguments):
         max_length (`int` or `None`, defaults to `512`):
             Maximum tokenised length of a row. Longer rows are truncated from the right, with one warning that
             counts them. `None` disables truncation.
-        augment_forget_with_paraphrases (`bool`, defaults to `True`):
+        augment_forget_with_paraphrases (`bool`, defaults to `False`):
             When forget rows carry `paraphrased_answer` / `paraphrased_question` (TOFU's `*_perturbed` splits),
-            add (question, paraphrased answer) and (paraphrased question, answer) rows to the forget set.
-        augment_retain_with_perturbed (`bool`, defaults to `True`):
+            add (question, paraphrased answer) and (paraphrased question, answer) rows to the forget set (ULD paper
+            §3.3). Off by default, by measurement (`benchmarks/tofu_augmentations.py`): on a target that memorised
+            TOFU's forget01 rows it dropped forget quality from 0.41 to 1e-7 (the unlearned model pushes the
+            paraphrased answers far below where a model that never saw them puts them) and one question with two
+            answers keeps the assistant's forget NLL from converging.
+        augment_retain_with_perturbed (`bool`, defaults to `False`):
             When forget rows carry `perturbed_answer`, add each (question, perturbed answer) pair to the retain set:
-            wrong answers about the forget subjects that the assistant must *not* remember. Only their wrong tokens
-            are labelled (see [`~unlearn_peft.data.wrong_answer_positions`]); rows with none are dropped with a
-            warning.
+            wrong answers about the forget subjects that the assistant must *not* remember (ULD paper §3.3). Only
+            their wrong tokens are labelled (see [`~unlearn_peft.data.wrong_answer_positions`]); rows with none are
+            dropped with a warning. Off by default, by measurement (`benchmarks/tofu_augmentations.py`): with both
+            augmentations on, the assistant did not converge in the 300-step budget on TOFU's forget01 rows
+            (forget NLL 3.4) and forget quality was 0.05 against 0.41 without either.
         min_train_steps (`int` or `None`, defaults to `None`):
             Minimum number of optimiser steps. When `num_train_epochs` gives fewer, the number of epochs grows until
-            it reaches this budget (logged). `0` disables it. Ignored when `max_steps` is set. `None`: 300 for ULD
+            it reaches this budget (logged). `0` disables it. Ignored when `max_steps` is set. `None`: 400 for ULD
             (the assistant must converge), 0 for the baselines (more steps only unlearn harder).
         stop_when_converged (`bool`, defaults to `True`):
             ULD: stop as soon as the assistant has converged (see [`~unlearn_peft.convergence`]); the planned steps
@@ -201,24 +207,24 @@ class UnlearnConfig(TrainingArguments):
         },
     )
     augment_forget_with_paraphrases: bool = field(
-        default=True,
+        default=False,
         metadata={
-            "help": "Add (question, paraphrased_answer) and (paraphrased_question, answer) rows to the forget set "
-            "when those columns exist."
+            "help": "uld: add (question, paraphrased_answer) and (paraphrased_question, answer) rows to the forget "
+            "set when those columns exist (ULD paper §3.3; off by default, by measurement)."
         },
     )
     augment_retain_with_perturbed: bool = field(
-        default=True,
+        default=False,
         metadata={
-            "help": "Add each forget row's perturbed_answer entries as extra retain rows when that column exists, "
-            "labelled on their wrong tokens only (not those shared with the answer or paraphrased answer)."
+            "help": "uld: add each forget row's perturbed_answer entries as extra retain rows when that column "
+            "exists, labelled on their wrong tokens only (ULD paper §3.3; off by default, by measurement)."
         },
     )
     min_train_steps: int | None = field(
         default=None,
         metadata={
             "help": "Minimum number of optimiser steps; epochs are extended to reach it on small forget sets. "
-            "0 disables it. Ignored when max_steps is set. None: 300 for uld, 0 for the baselines."
+            "0 disables it. Ignored when max_steps is set. None: 400 for uld, 0 for the baselines."
         },
     )
     load_assistant_layers_only: bool = field(

@@ -8,6 +8,7 @@ distribution; at inference the unlearned logits are `target − α · assistant`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,15 @@ from ..assistant import (
     resolve_assistant_num_layers,
     restrict_lora_config_to_assistant,
 )
-from ..data import StepCounts, UnlearningBatch, paraphrase_augmentation, perturbed_retain_augmentation
+from ..data import (
+    PARAPHRASED_ANSWER,
+    PARAPHRASED_QUESTION,
+    PERTURBED_ANSWER,
+    StepCounts,
+    UnlearningBatch,
+    paraphrase_augmentation,
+    perturbed_retain_augmentation,
+)
 from ..losses import count_loss_tokens, nll_loss, uniform_kl_loss
 from ..quiet import peft_wrapping
 from ..truncated import is_truncated
@@ -32,6 +41,8 @@ from .base import ForgetTerm, UnlearningMethod
 
 if TYPE_CHECKING:
     from ..config import UnlearnConfig
+
+logger = logging.getLogger(__name__)
 
 CITATION = (
     "@article{ji2024reversing,\n"
@@ -60,7 +71,7 @@ class ULD(UnlearningMethod):
         "lr_scheduler_type": "constant_with_warmup",
         "forget_loss_weight": 1.0,
         "retain_loss_weight": 6.5,
-        "min_train_steps": 300,
+        "min_train_steps": 400,
         "retain_loss": None,
         "beta": None,
     }
@@ -84,6 +95,22 @@ class ULD(UnlearningMethod):
             return get_peft_model(assistant, peft_config)
 
     def forget_augmentation(self, forget: Dataset, args: UnlearnConfig) -> Dataset | None:
+        unused = [
+            column
+            for column, used in (
+                (PARAPHRASED_ANSWER, args.augment_forget_with_paraphrases),
+                (PARAPHRASED_QUESTION, args.augment_forget_with_paraphrases),
+                (PERTURBED_ANSWER, args.augment_retain_with_perturbed),
+            )
+            if column in forget.column_names and not used
+        ]
+        if unused:
+            logger.info(
+                "forget_dataset has the column(s) %s, which ULD leaves out by default (on TOFU they lowered "
+                "forget quality; see UnlearnConfig's help); set augment_forget_with_paraphrases / "
+                "augment_retain_with_perturbed=True to train on them.",
+                ", ".join(unused),
+            )
         return paraphrase_augmentation(forget) if args.augment_forget_with_paraphrases else None
 
     def retain_augmentation(self, forget: Dataset, args: UnlearnConfig) -> Dataset | None:
