@@ -66,20 +66,29 @@ def question_answers(rows: list[dict]) -> list[dict[str, str]]:
     return [{"question": r["question"], "answer": r["answer"]} for r in rows]
 
 
-def memorised_target(tokenizer, quick: bool, rows: list[dict]) -> tuple[PreTrainedModel, float]:
-    """SmolLM2 fine-tuned until it has memorised `rows` (cached in the unlearn_peft cache directory)."""
+def memorised_model(
+    name: str, rows: list[dict], tokenizer, quick: bool, min_answer_probability: float
+) -> tuple[PreTrainedModel, float]:
+    """SmolLM2 fine-tuned until it has memorised `rows`, cached under `name` in the unlearn_peft cache directory and
+    rebuilt when missing (a tiny random model, one epoch, with `quick`); returns it and its mean answer probability."""
     if quick:
         model = tiny_random_llama(tokenizer)
         return model, memorize(model, tokenizer, rows, min_answer_probability=0.0, max_epochs=1)
-    directory = cache_dir() / f"benchmarks/smollm2-memorised-fictitious-people-p{MEMORISED_PROBABILITY}"
+    directory = cache_dir() / "benchmarks" / name
     if (directory / "memorised.json").exists():
         probability = json.loads((directory / "memorised.json").read_text())["answer_probability"]
         return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval(), probability
     model = AutoModelForCausalLM.from_pretrained(smollm2_checkpoint(), dtype=torch.float32)
-    probability = memorize(model, tokenizer, rows, min_answer_probability=MEMORISED_PROBABILITY)
+    probability = memorize(model, tokenizer, rows, min_answer_probability=min_answer_probability)
     model.save_pretrained(directory)
     (directory / "memorised.json").write_text(json.dumps({"answer_probability": probability}) + "\n")
     return model, probability
+
+
+def memorised_target(tokenizer, quick: bool, rows: list[dict]) -> tuple[PreTrainedModel, float]:
+    """SmolLM2 fine-tuned until it has memorised `rows` (cached in the unlearn_peft cache directory)."""
+    name = f"smollm2-memorised-fictitious-people-p{MEMORISED_PROBABILITY}"
+    return memorised_model(name, rows, tokenizer, quick, MEMORISED_PROBABILITY)
 
 
 def load_target(name: str, tokenizer: PreTrainedTokenizerBase, quick: bool) -> Target:

@@ -30,21 +30,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel
 
 from unlearn_peft import ULDModel, UnlearnConfig, UnlearnTrainer
-from unlearn_peft.embedded import cache_dir, smollm2_checkpoint
+from unlearn_peft.embedded import smollm2_checkpoint
 from unlearn_peft.evaluation.generation import greedy_answers
 from unlearn_peft.evaluation.probability import answer_probability
 from unlearn_peft.evaluation.rouge import rouge_l_recall
 from unlearn_peft.evaluation.tofu import forget_quality, truth_ratio
-from unlearn_peft.testing import memorize, tiny_random_llama
 
 try:
     from ._common import TOFU_FIXTURES, append_results, commit, markdown_table
+    from ._targets import memorised_model
 except ImportError:  # run as a script
     from _common import TOFU_FIXTURES, append_results, commit, markdown_table
+    from _targets import memorised_model
 
 HELDOUT = Path(__file__).parent / "data" / "general_knowledge_heldout.jsonl"
 MEMORISED_PROBABILITY = 0.9
@@ -75,18 +75,7 @@ def question_answers(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def fine_tuned(name: str, rows: list[dict[str, str]], tokenizer, quick: bool) -> tuple[PreTrainedModel, float]:
     """SmolLM2 fine-tuned until it has memorised `rows`, cached under `name` (a tiny random model with `--quick`)."""
-    if quick:
-        model = tiny_random_llama(tokenizer)
-        return model, memorize(model, tokenizer, rows, min_answer_probability=0.0, max_epochs=1)
-    directory = cache_dir() / f"benchmarks/smollm2-{name}-p{MEMORISED_PROBABILITY}"
-    if (directory / "memorised.json").exists():
-        probability = json.loads((directory / "memorised.json").read_text())["answer_probability"]
-        return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval(), probability
-    model = AutoModelForCausalLM.from_pretrained(smollm2_checkpoint(), dtype=torch.float32)
-    probability = memorize(model, tokenizer, rows, min_answer_probability=MEMORISED_PROBABILITY)
-    model.save_pretrained(directory)
-    (directory / "memorised.json").write_text(json.dumps({"answer_probability": probability}) + "\n")
-    return model, probability
+    return memorised_model(f"smollm2-{name}-p{MEMORISED_PROBABILITY}", rows, tokenizer, quick, MEMORISED_PROBABILITY)
 
 
 def forget_truth_ratios(model, tokenizer, forget: list[dict[str, Any]]) -> list[float]:
