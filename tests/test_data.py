@@ -156,7 +156,7 @@ def test_wrong_answer_positions_by_hand(perturbed, true_answers, expected):
     assert wrong_answer_positions(perturbed, true_answers) == expected
 
 
-def test_perturbed_retain_rows_label_only_their_wrong_tokens(tokenizer, tofu_forget, caplog):
+def test_perturbed_retain_rows_label_only_their_wrong_tokens(tokenizer, caplog):
     rows = [
         {
             "question": "Who wrote 'Blue Rain'?",
