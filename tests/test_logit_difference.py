@@ -158,3 +158,45 @@ def test_mass_weighting_leaves_a_flat_assistant_without_effect_and_a_sure_one_al
     unweighted = uld_logits(target, sure, 0.6, 1e-2, 1)
     assert weighted.argmax() == unweighted.argmax() != 0
     torch.testing.assert_close(weighted, unweighted, rtol=0, atol=0.1)
+
+
+def test_assistant_margin_adds_the_preference_above_the_margin_to_the_mass_weighted_term():
+    """`z_T − α · (P_A(S) · f + max(f − c, 0))` on the plausible set, by hand per position in double precision."""
+    target, assistant = _logits(0), _logits(1)
+    alpha, tau, floor, margin = 0.75, 1e-2, 3, 0.5
+    mask = plausible_token_mask(target, tau, floor)
+    log_probs = torch.log_softmax(assistant.double(), dim=-1)
+    expected = target.double().clone()
+    for b in range(target.shape[0]):
+        for t in range(target.shape[1]):
+            plausible = mask[b, t]
+            centred = log_probs[b, t][plausible] - log_probs[b, t][plausible].mean()
+            mass = log_probs[b, t][plausible].exp().sum()
+            expected[b, t][plausible] -= alpha * (mass * centred + (centred - margin).clamp(min=0))
+    with_margin = uld_logits(
+        target, assistant, alpha, tau, floor, weight_by_assistant_mass=True, assistant_margin=margin
+    )
+    torch.testing.assert_close(with_margin.double(), expected, rtol=0, atol=1e-4)
+    weighted_only = uld_logits(target, assistant, alpha, tau, floor, weight_by_assistant_mass=True)
+    assert not torch.allclose(with_margin, weighted_only, atol=1e-3)  # some preference exceeds the margin here
+
+
+def test_assistant_margin_catches_a_remembered_token_the_mass_weight_misses_and_ignores_noise():
+    """The case it is for: the assistant's mass sits outside the plausible set (a rephrased forget answer it never
+    saw), yet it prefers one plausible token by far; the mass weight subtracts nothing there, the margin does. The
+    flat assistant with ±1.5 nats of noise among the plausible tokens (retain data) still changes nothing."""
+    vocab_size = 49152
+    target = torch.full((vocab_size,), -20.0)
+    target[:5] = torch.tensor([0.0, -0.3, -1.0, -2.0, -2.5])
+    elsewhere = torch.full((vocab_size,), -10.0)
+    elsewhere[100] = 30.0  # nearly all of the assistant's mass, on a token the target finds implausible
+    elsewhere[0] = 12.0  # the remembered token: 17.6 nats above the plausible tokens' mean
+    weighted = uld_logits(target, elsewhere, 0.6, 1e-2, 1, weight_by_assistant_mass=True)
+    margin = uld_logits(target, elsewhere, 0.6, 1e-2, 1, weight_by_assistant_mass=True, assistant_margin=4.0)
+    assert weighted.argmax() == 0 and (weighted - target).abs().max() < 1e-3
+    assert margin.argmax() != 0
+    torch.testing.assert_close(margin[0], target[0] - 0.6 * (22.0 - 22.0 / 5 - 4.0))
+    noise = torch.zeros(vocab_size)
+    noise[:5] = torch.tensor([1.5, -1.5, 0.0, 0.5, -0.5])
+    flat = uld_logits(target, noise, 0.6, 1e-2, 1, weight_by_assistant_mass=True, assistant_margin=4.0)
+    assert flat.argmax() == target.argmax() and (flat - target).abs().max() < 1e-3
