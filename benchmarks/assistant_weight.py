@@ -9,9 +9,7 @@ constant after warm-up, K = a quarter of the layers, trained until converged), t
   least 0.95 (cached; built in `_targets.py`, shared with `filter_definitions.py`); forget 16 of them, keep 16.
 
 Each α is also scored with `weight_by_assistant_mass=True` (rows "α, mass-weighted"): `f(z_A)` scaled at each
-position by the assistant's probability mass on the plausible set, and with `assistant_margin=4.0` beside it (rows
-"α, mass-weighted, margin 4"), which also subtracts the excess of any preference above 4 nats
-(`unlearn_peft.logit_difference`).
+position by the assistant's probability mass on the plausible set (`unlearn_peft.logit_difference`).
 
 Reported per split (forget, the forget questions paraphrased and never trained on, retain, held-out general
 knowledge from `benchmarks/data/general_knowledge_heldout.jsonl`): the answer probability `exp(−mean NLL)` of the
@@ -38,9 +36,6 @@ except ImportError:  # run as a script
 
 ALPHAS = (1.0, 0.75, 0.6, 0.5, 0.4, 0.25)
 MASS_WEIGHTED_ALPHAS = (1.0, 0.75, 0.6)
-MARGIN = 4.0
-# Row label suffix → (weight_by_assistant_mass, assistant_margin).
-FILTERS = {"": (False, None), ", mass-weighted": (True, None), f", mass-weighted, margin {MARGIN:g}": (True, MARGIN)}
 MAX_NEW_TOKENS = 24
 
 
@@ -49,27 +44,24 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
     quick = {"max_steps": 2, "assistant_num_layers": 2} if options.quick else {}
     model, trainer = train_assistant(target, tokenizer, **quick)
     splits = target.question_splits()
-    # Setting key (α, filter label) → uld_logits' arguments after the two logits.
-    keys = [(alpha, "") for alpha in ALPHAS] + [
-        (alpha, label) for label in list(FILTERS)[1:] for alpha in MASS_WEIGHTED_ALPHAS
-    ]
+    # Setting key (α, mass-weighted) → uld_logits' arguments after the two logits.
+    keys = [(alpha, False) for alpha in ALPHAS] + [(alpha, True) for alpha in MASS_WEIGHTED_ALPHAS]
     settings = {
-        (alpha, label): (alpha, model.plausibility_threshold, model.min_tokens_to_keep, None, *FILTERS[label])
-        for alpha, label in keys
+        (alpha, weighted): (alpha, model.plausibility_threshold, model.min_tokens_to_keep, None, weighted)
+        for alpha, weighted in keys
     }
     ratios = probability_ratios(model, tokenizer, splits, settings)
-    generated: dict[tuple[float, str], dict[str, list[str]]] = {}
-    for alpha, label in [(0.0, ""), *keys]:
-        model.assistant_weight = alpha
-        model.weight_by_assistant_mass, model.assistant_margin = FILTERS[label]
-        generated[alpha, label] = {
+    generated: dict[tuple[float, bool], dict[str, list[str]]] = {}
+    for alpha, weighted in [(0.0, False), *keys]:
+        model.assistant_weight, model.weight_by_assistant_mass = alpha, weighted
+        generated[alpha, weighted] = {
             split: greedy_answers(
                 model, tokenizer, [q for q, _ in pairs], max_new_tokens=MAX_NEW_TOKENS, description=f"α={alpha}"
             )
             for split, pairs in splits.items()
         }
 
-    def text_columns(key: tuple[float, str]) -> list[str]:
+    def text_columns(key: tuple[float, bool]) -> list[str]:
         columns = []
         for split in ("forget", "paraphrased forget (unseen)", "retain"):
             answers = [a for _, a in splits[split]]
@@ -79,7 +71,7 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
             columns.append(f"{hits}/{len(answers)}")
         unchanged = sum(
             a == b
-            for a, b in zip(generated[0.0, ""]["held-out utility"], generated[key]["held-out utility"], strict=True)
+            for a, b in zip(generated[0.0, False]["held-out utility"], generated[key]["held-out utility"], strict=True)
         )
         columns.append(f"{unchanged}/{len(splits['held-out utility'])}")
         return columns
@@ -92,10 +84,11 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
         "retain: fact stated",
         "held-out: answer unchanged",
     ]
-    rows = [["0 (target)", *["1.000"] * len(splits), *text_columns((0.0, ""))]]
+    rows = [["0 (target)", *["1.000"] * len(splits), *text_columns((0.0, False))]]
     rows += [
-        [f"{alpha:g}{label}", *[f"{ratios[alpha, label][s]:.3f}" for s in splits]] + text_columns((alpha, label))
-        for alpha, label in keys
+        [f"{alpha:g}{', mass-weighted' if weighted else ''}", *[f"{ratios[alpha, weighted][s]:.3f}" for s in splits]]
+        + text_columns((alpha, weighted))
+        for alpha, weighted in keys
     ]
     notes = (
         f"Target: SmolLM2-135M-Instruct {target.described}. Forget {len(target.forget)}, retain {len(target.retain)}, "

@@ -11,7 +11,7 @@ them (the library's default is without).
   Both are cached in the unlearn_peft cache directory and rebuilt when missing.
 - ULD: `UnlearnTrainer` at the library's defaults (forget = the 40 forget rows with their TOFU columns, retain = the
   40 retain rows as question-answer pairs), and with the paper's augmentations; `ULDModel` at its defaults, and the
-  default assistant also with `weight_by_assistant_mass`, alone and with `assistant_margin=4.0`.
+  default assistant also with `weight_by_assistant_mass`.
 
 Columns: forget quality (TOFU: KS test of the forget truth ratios against the retain model's), answer probability
 divided by the target's (forget, forget asked with the paraphrased question, retain, held-out general knowledge),
@@ -59,10 +59,6 @@ TRAININGS: dict[str, dict[str, Any]] = {
 EVALUATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "ULD, defaults": ("defaults (augmentations off)", {}),
     "ULD, defaults, weight_by_assistant_mass": ("defaults (augmentations off)", {"weight_by_assistant_mass": True}),
-    "ULD, defaults, weight_by_assistant_mass, assistant_margin 4": (
-        "defaults (augmentations off)",
-        {"weight_by_assistant_mass": True, "assistant_margin": 4.0},
-    ),
     "ULD, the paper's augmentations": ("the paper's augmentations", {}),
 }
 """Table rows: (assistant, `ULDModel` attributes set for inference)."""
@@ -170,7 +166,7 @@ def main() -> None:
         print(f"{name}: {trained[name][1]}", flush=True)
     for row_name, (training, inference) in EVALUATIONS.items():
         unlearned, described = trained[training]
-        for attribute, value in {"weight_by_assistant_mass": False, "assistant_margin": None, **inference}.items():
+        for attribute, value in {"weight_by_assistant_mass": False, **inference}.items():
             setattr(unlearned, attribute, value)
         rows_scored[row_name] = (scores(unlearned, tokenizer, splits, forget, retain_ratios), described)
 

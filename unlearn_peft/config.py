@@ -84,14 +84,6 @@ class UnlearnConfig(TrainingArguments):
             the sidecar. Measured (`benchmarks/RESULTS.md`): on a target fine-tuned on the forget answers it kept
             every retained answer and forgot as the plain filter did; on a target that knows the facts without having
             memorised the answers' wording, 3 of 20 forgotten facts came back in rephrased greedy answers (0 without).
-        assistant_margin (`float` or `None`, defaults to `None`):
-            With `weight_by_assistant_mass`: also subtract, wherever the assistant prefers a plausible token by more
-            than this many nats over the plausible tokens' mean log-probability, the excess, whatever the assistant's
-            mass there. It catches a forgotten fact in a rephrased answer the assistant never saw, which the mass
-            weight alone lets through. Not in the paper; see `unlearn_peft.logit_difference`. Recorded in the
-            sidecar. Measured with one assistant per target (`benchmarks/RESULTS.md`): 4.0 beside the mass weight
-            kept every retained answer and let 1 of 72 forget facts through, against 5 of 72 for the mass weight
-            alone; not yet a default.
         forget_loss_weight (`float` or `None`, defaults to `None`):
             Weight of the forget term: 0.125 for `simnpo` (γ of open-unlearning's SimNPO config), 1.0 for the others.
         retain_loss_weight (`float` or `None`, defaults to `None`):
@@ -197,13 +189,6 @@ class UnlearnConfig(TrainingArguments):
         metadata={
             "help": "Scale the assistant's filtered logits at each position by its probability mass on the target's "
             "plausible tokens (about 0 where the assistant is flat, 1 where it remembers). Not in the paper."
-        },
-    )
-    assistant_margin: float | None = field(
-        default=None,
-        metadata={
-            "help": "With weight_by_assistant_mass: also subtract the excess where the assistant prefers a plausible "
-            "token by more than this many nats over the plausible tokens' mean (4.0 measured). Not in the paper."
         },
     )
     forget_loss_weight: float | None = field(
@@ -348,12 +333,6 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(
                 f"UnlearnConfig: min_tokens_to_keep={self.min_tokens_to_keep} must be ≥ 1 (the target's top tokens "
                 "that always count in the plausibility filter)."
-            )
-        if self.assistant_margin is not None and (self.assistant_margin < 0 or not self.weight_by_assistant_mass):
-            raise ValueError(
-                f"UnlearnConfig: assistant_margin={self.assistant_margin} needs weight_by_assistant_mass=True and a "
-                "value ≥ 0 (nats); the plain filter already subtracts every preference. Set "
-                "weight_by_assistant_mass=True or assistant_margin=None."
             )
         if self.forget_loss_weight < 0 or self.retain_loss_weight < 0:
             raise ValueError(

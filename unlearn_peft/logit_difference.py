@@ -27,13 +27,6 @@ at each position by the assistant's probability mass on the plausible set, `P_A(
 this library, not part of the paper's method, and off by default: it also stops subtracting where the target phrases a
 forgotten fact in words the assistant never saw, so on a target that had not memorised the forget answers some facts
 came back in rephrased greedy answers (`benchmarks/RESULTS.md`).
-
-With `assistant_margin = c` as well, the subtracted term is `P_A(S) · f(z_A) + max(f(z_A) − c, 0)` on `S`: wherever the
-assistant prefers a plausible token by more than `c` nats over the plausible set's mean, the excess is subtracted
-whatever its mass. An assistant trained towards uniform on retain data has at most a few nats of noise there; a token
-it remembers stands about 20 nats above the mean, also in rephrasings of a forget answer where its mass on `S` is tiny.
-Also this library's addition, off by default; measured in `benchmarks/RESULTS.md` (c = 4 kept every retained answer
-and let 1 of 72 forget facts through on two targets, one assistant each).
 """
 
 from __future__ import annotations
@@ -140,24 +133,19 @@ def uld_logits(
     min_tokens_to_keep: int = 1,
     lm_head: nn.Module | None = None,
     weight_by_assistant_mass: bool = False,
-    assistant_margin: float | None = None,
 ) -> torch.Tensor:
     """The unlearned model's logits `z_T − α · f(z_A)` (see the module docstring), in the target's dtype.
 
     `assistant` holds the assistant's logits, or, with `lm_head`, its final hidden states: then the head runs only on
     the plausible tokens (see [`filtered_assistant_logits_from_hidden`]). With `weight_by_assistant_mass`, `f(z_A)`
-    is scaled by `P_A(S)` at each position, and with `assistant_margin = c` the excess `max(f(z_A) − c, 0)` on the
-    plausible set is subtracted as well (see the module docstring); the whole head then runs.
+    is scaled by `P_A(S)` at each position (see the module docstring); the whole head then runs.
     """
     if assistant_weight == 0:
         return target_logits
-    if weight_by_assistant_mass or assistant_margin is not None:
+    if weight_by_assistant_mass:
         assistant_logits = assistant if lm_head is None else lm_head(assistant)
         mask = plausible_token_mask(target_logits, plausibility_threshold, min_tokens_to_keep)
-        centred = _centred_on(assistant_logits, mask)
-        filtered = centred * _mass_on(assistant_logits, mask) if weight_by_assistant_mass else centred
-        if assistant_margin is not None:
-            filtered = filtered + torch.where(mask, (centred - assistant_margin).clamp(min=0), 0.0)
+        filtered = _centred_on(assistant_logits, mask) * _mass_on(assistant_logits, mask)
     elif lm_head is None:
         filtered = filtered_assistant_logits(target_logits, assistant, plausibility_threshold, min_tokens_to_keep)
     else:

@@ -123,7 +123,6 @@ def _hyperparameters(sidecar: UnlearnSidecar, adapter_config: Mapping[str, Any])
             ("plausibility threshold τ", _format(sidecar.plausibility_threshold)),
             ("plausible-set floor (min_tokens_to_keep)", _format(sidecar.min_tokens_to_keep)),
             ("weighted by the assistant's mass on the plausible set", _format(sidecar.weight_by_assistant_mass)),
-            ("assistant margin (nats)", _format(sidecar.assistant_margin)),
             ("retain loss", "KL(uniform ‖ assistant)"),
         ]
         if "converged" in training:

@@ -112,7 +112,6 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         merged: bool,
         min_tokens_to_keep: int = 1,
         weight_by_assistant_mass: bool = False,
-        assistant_margin: float | None = None,
     ) -> None:
         # A copy: PreTrainedModel.__init__ may adjust attention settings, which must not reach the target.
         super().__init__(copy.deepcopy(target.config))
@@ -125,7 +124,6 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         self.plausibility_threshold = float(plausibility_threshold)
         self.min_tokens_to_keep = int(min_tokens_to_keep)
         self.weight_by_assistant_mass = bool(weight_by_assistant_mass)
-        self.assistant_margin = None if assistant_margin is None else float(assistant_margin)
         self.merged = merged
         self.plain_assistant_head = self._assistant_head_is_plain()
         self.generation_config = copy.deepcopy(target.generation_config)
@@ -142,7 +140,6 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         plausibility_threshold: float | None = None,
         min_tokens_to_keep: int | None = None,
         weight_by_assistant_mass: bool | None = None,
-        assistant_margin: float | None = None,
         merge_assistant: bool = True,
         revision: str | None = None,
         token: str | None = None,
@@ -165,10 +162,6 @@ class ULDModel(PreTrainedModel, GenerationMixin):
             weight_by_assistant_mass (`bool`, *optional*):
                 Overrides the sidecar's choice to scale the assistant's filtered logits by its probability mass on the
                 plausible tokens (see `unlearn_peft.logit_difference`).
-            assistant_margin (`float`, *optional*):
-                Overrides the sidecar's margin `c` (nats): with the mass weight, the excess `max(f − c, 0)` of the
-                assistant's preference among the plausible tokens is subtracted too (see
-                `unlearn_peft.logit_difference`). Needs the mass weight.
             merge_assistant (`bool`, defaults to `True`):
                 `True`: copy the K assistant layers and merge the LoRA into the copy, so inference runs two plain
                 stacks (embeddings and LM head stay shared). `False`: share every base tensor and run the LoRA in
@@ -209,13 +202,6 @@ class ULDModel(PreTrainedModel, GenerationMixin):
                 "merge_assistant=True needs an unquantized base (LoRA cannot be merged into 4-bit weights); load "
                 "with merge_assistant=False."
             )
-        weighted = sidecar.weight_by_assistant_mass if weight_by_assistant_mass is None else weight_by_assistant_mass
-        margin = sidecar.assistant_margin if assistant_margin is None else assistant_margin
-        if margin is not None and (margin < 0 or not weighted):
-            raise ValueError(
-                f"assistant_margin={margin} needs weight_by_assistant_mass=True and a value ≥ 0 (nats); pass "
-                "weight_by_assistant_mass=True or leave assistant_margin unset."
-            )
         num_layers = sidecar.assistant_num_layers
         view = early_exit_view(base_model, num_layers)
         if merge_assistant:
@@ -238,8 +224,9 @@ class ULDModel(PreTrainedModel, GenerationMixin):
             ),
             merged=merge_assistant,
             min_tokens_to_keep=sidecar.min_tokens_to_keep if min_tokens_to_keep is None else min_tokens_to_keep,
-            weight_by_assistant_mass=weighted,
-            assistant_margin=margin,
+            weight_by_assistant_mass=(
+                sidecar.weight_by_assistant_mass if weight_by_assistant_mass is None else weight_by_assistant_mass
+            ),
         )
         return model.eval()
 
@@ -336,7 +323,6 @@ class ULDModel(PreTrainedModel, GenerationMixin):
                 self.min_tokens_to_keep,
                 lm_head=lm_head,
                 weight_by_assistant_mass=self.weight_by_assistant_mass,
-                assistant_margin=self.assistant_margin,
             )
         loss = None
         if labels is not None:
@@ -352,7 +338,6 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         sidecar.plausibility_threshold = self.plausibility_threshold
         sidecar.min_tokens_to_keep = self.min_tokens_to_keep
         sidecar.weight_by_assistant_mass = self.weight_by_assistant_mass
-        sidecar.assistant_margin = self.assistant_margin
         # Atomic: a failure while writing leaves a previous adapter in save_directory loadable.
         with staged_save(save_directory) as staging:
             self.adapter_config.save_pretrained(str(staging))

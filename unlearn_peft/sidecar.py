@@ -28,9 +28,7 @@ LEGACY_SIDECAR_NAME = "unlearn_config.json"
 # 2: adds `min_tokens_to_keep`; a version-1 ULD sidecar loads with DEFAULT_MIN_TOKENS_TO_KEEP.
 # 3: adds `weight_by_assistant_mass`; earlier ULD sidecars load with False (their behaviour). A reader of version 2
 #    would ignore the field and compute other logits, so it must refuse these sidecars.
-# 4: adds `assistant_margin`; earlier ULD sidecars load with None (off, their behaviour). A version-3 reader must
-#    refuse them for the same reason.
-SIDECAR_SCHEMA_VERSION = 4
+SIDECAR_SCHEMA_VERSION = 3
 
 
 def base_model_fingerprint(model: PreTrainedModel) -> dict[str, Any]:
@@ -70,7 +68,6 @@ class UnlearnSidecar:
     plausibility_threshold: float | None = None
     min_tokens_to_keep: int | None = None
     weight_by_assistant_mass: bool | None = None
-    assistant_margin: float | None = None
     training: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SIDECAR_SCHEMA_VERSION
 

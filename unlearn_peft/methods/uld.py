@@ -149,7 +149,6 @@ class ULD(UnlearningMethod):
             "plausibility_threshold": args.plausibility_threshold,
             "min_tokens_to_keep": args.min_tokens_to_keep,
             "weight_by_assistant_mass": args.weight_by_assistant_mass,
-            "assistant_margin": args.assistant_margin,
         }
 
     def card_title(self, retain_loss: str | None) -> str:
