@@ -17,6 +17,7 @@ unlearned model divided by the target's, averaged over questions; and, read as g
 answers state the fact (the answer's last phrase), or for held-out questions how many greedy answers are unchanged.
 
     python benchmarks/assistant_weight.py            # about 15 minutes on 2 CPU cores; appends to RESULTS.md
+    python benchmarks/assistant_weight.py --seed 1   # another assistant (seed 0 by default)
     python benchmarks/assistant_weight.py --quick    # tiny random model, seconds (CI)
 """
 
@@ -42,7 +43,7 @@ MAX_NEW_TOKENS = 24
 def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[str, str]:
     target = load_target(name, tokenizer, options.quick)
     quick = {"max_steps": 2, "assistant_num_layers": 2} if options.quick else {}
-    model, trainer = train_assistant(target, tokenizer, **quick)
+    model, trainer = train_assistant(target, tokenizer, seed=options.seed, **quick)
     splits = target.question_splits()
     # Setting key (α, mass-weighted) → uld_logits' arguments after the two logits.
     keys = [(alpha, False) for alpha in ALPHAS] + [(alpha, True) for alpha in MASS_WEIGHTED_ALPHAS]
@@ -93,8 +94,9 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
     notes = (
         f"Target: SmolLM2-135M-Instruct {target.described}. Forget {len(target.forget)}, retain {len(target.retain)}, "
         f"held-out {len(target.heldout)} questions; filter τ = {model.plausibility_threshold:g}, floor "
-        f"{model.min_tokens_to_keep}. Assistant at the library defaults: {assistant_summary(trainer)}. Probability "
-        f"columns: unlearned ÷ target; greedy answers of {MAX_NEW_TOKENS} new tokens. Commit {commit()}."
+        f"{model.min_tokens_to_keep}. Assistant at the library defaults, seed {options.seed}: "
+        f"{assistant_summary(trainer)}. Probability columns: unlearned ÷ target; greedy answers of {MAX_NEW_TOKENS} "
+        f"new tokens. Commit {commit()}."
     )
     return markdown_table(header, rows), notes
 
@@ -102,7 +104,9 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
 def main() -> None:
     run_on_targets(
         __doc__,
-        lambda parser: None,
+        lambda parser: parser.add_argument(
+            "--seed", type=int, default=0, help="Training seed of the assistant (the data order and LoRA's init)."
+        ),
         evaluate_target,
         "ULD's assistant weight α, {name} target, SmolLM2-135M-Instruct, library defaults",
     )
