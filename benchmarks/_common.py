@@ -36,9 +36,12 @@ def command() -> str:
 def commit() -> str:
     """The short hash of the checked-out commit (with `+dirty` when the tree has changes)."""
     root = Path(__file__).parent.parent
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout.strip()
-    return (head.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True)
+    except OSError:  # no git on the machine (a bare GPU image): the caller's output still prints
+        return "unknown"
+    return (head.stdout.strip() or "unknown") + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def append_results(title: str, table: str, notes: str = "") -> None:

@@ -14,8 +14,10 @@ PYTHON="${PYTHON:-python3}"
 PREPARED=.gpu_check
 
 # Pinned like CI (constraints.txt); pure-Python or manylinux x86_64 wheels for CPython 3.12.
-# accelerate, safetensors and absl-py are in the CUDA image already.
-WHEELS=(transformers tokenizers huggingface_hub peft trl datasets dill multiprocess bitsandbytes rouge_score nltk)
+# accelerate, safetensors and absl-py are in the CUDA image already; regex because transformers checks its version
+# when imported, httpx2 / httpcore2 / truststore / click because huggingface_hub 2 needs them.
+WHEELS=(transformers tokenizers huggingface_hub peft trl datasets dill multiprocess bitsandbytes rouge_score nltk
+        regex click httpx2 httpcore2 truststore defusedxml)
 
 pin() { grep -i -E "^$1==" constraints.txt | head -1; }
 
