@@ -57,11 +57,10 @@ EOF
 fi
 
 if [[ -d "$PREPARED/wheels" ]]; then
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        "$PREPARED"/wheels/*.whl
-    export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-else
-    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    # The project itself too (not only PYTHONPATH=.): hub_cards/ installs as unlearn_peft.hub_cards.
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --no-build-isolation --upgrade \
+        --target /tmp/site "$PREPARED"/wheels/*.whl .
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 timeout 480 "$PYTHON" benchmarks/gpu_check.py "$@"
