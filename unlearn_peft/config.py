@@ -81,9 +81,9 @@ class UnlearnConfig(TrainingArguments):
             Scale the assistant's filtered logits at each position by its probability mass on the plausible tokens,
             so an assistant that is flat there (retain data) changes nothing and one sure of a plausible answer
             (forget data) subtracts as before. Not in the paper; see `unlearn_peft.logit_difference`. Recorded in
-            the sidecar. Measured (`benchmarks/RESULTS.md`): on a target fine-tuned on the forget answers it kept
-            every retained answer and forgot as the plain filter did; on a target that knows the facts without having
-            memorised the answers' wording, 3 of 20 forgotten facts came back in rephrased greedy answers (0 without).
+            the sidecar. Measured (`benchmarks/assistant_weight.py`, three seeds on each of two small targets, one
+            fine-tuned on the forget answers and one that knows the facts without it): every retained answer kept
+            (the plain filter loses some), but 15 of 216 forgotten facts stated again in greedy answers (plain: 2).
         forget_loss_weight (`float` or `None`, defaults to `None`):
             Weight of the forget term: 0.125 for `simnpo` (γ of open-unlearning's SimNPO config), 1.0 for the others.
         retain_loss_weight (`float` or `None`, defaults to `None`):
