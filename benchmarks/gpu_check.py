@@ -214,28 +214,13 @@ def check_1b_truncated(tokenizer: Any, workdir: Path, device: str, quick: bool) 
             before = torch.cuda.memory_allocated()
         host_peak_is_own = reset_peak_rss()
         rss_before = memory_status()["VmRSS"]
-        args = UnlearnConfig(
-            output_dir=str(workdir / f"run-1b-{mode}"),
-            method="uld",
-            assistant_num_layers=truncated_load.TINYLLAMA_K,
-            load_assistant_layers_only=mode == "truncated",
-            max_steps=3,
-            per_device_train_batch_size=2,
-            max_length=128,
-            use_cpu=device == "cpu",
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            stop_when_converged=False,
-            seed=0,
-            model_init_kwargs={"dtype": "float32"},
-        )
-        trainer = UnlearnTrainer(
+        trainer = truncated_load.uld_trainer(
             str(checkpoint),
-            args=args,
-            forget_dataset=tofu_question_answers("forget01_perturbed.json", 8),
-            retain_dataset=tofu_question_answers("retain_perturbed_head40.json", 8),
-            processing_class=tokenizer,
+            mode,
+            truncated_load.TINYLLAMA_K,
+            str(workdir / f"run-1b-{mode}"),
+            tokenizer,
+            use_cpu=device == "cpu",
         )
         trainer.train()
         target = trainer.target_model

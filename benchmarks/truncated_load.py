@@ -97,10 +97,38 @@ def write_smollm2_checkpoint(directory: Path) -> None:
     staging.rename(directory)
 
 
+def uld_trainer(directory: str, mode: str, num_layers: int, output_dir: str, tokenizer, use_cpu: bool = True):
+    """The measured run's `UnlearnTrainer` (3 steps, 2 + 2 TOFU rows ≤ 128 tokens, float32), shared with
+    `gpu_check.py`'s CUDA version of this measurement; `mode` is a key of `MODES`."""
+    from unlearn_peft import UnlearnConfig, UnlearnTrainer
+
+    args = UnlearnConfig(
+        output_dir=output_dir,
+        assistant_num_layers=num_layers,
+        load_assistant_layers_only=mode != "full",
+        activation_checkpointing=mode == "truncated+checkpointing",
+        max_steps=3,
+        per_device_train_batch_size=2,
+        max_length=128,
+        use_cpu=use_cpu,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        stop_when_converged=False,
+        model_init_kwargs={"dtype": "float32"},
+    )
+    return UnlearnTrainer(
+        directory,
+        args=args,
+        forget_dataset=tofu_question_answers("forget01_perturbed.json", 8),
+        retain_dataset=tofu_question_answers("retain_perturbed_head40.json", 8),
+        processing_class=tokenizer,
+    )
+
+
 def child(directory: str, mode: str, num_layers: int) -> None:
     from transformers import AutoTokenizer
 
-    from unlearn_peft import UnlearnConfig, UnlearnTrainer
     from unlearn_peft.embedded import smollm2_checkpoint
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_checkpoint())
@@ -108,28 +136,7 @@ def child(directory: str, mode: str, num_layers: int) -> None:
     rss_before = memory_status()["VmRSS"]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as output_dir:
-        args = UnlearnConfig(
-            output_dir=output_dir,
-            assistant_num_layers=num_layers,
-            load_assistant_layers_only=mode != "full",
-            activation_checkpointing=mode == "truncated+checkpointing",
-            max_steps=3,
-            per_device_train_batch_size=2,
-            max_length=128,
-            use_cpu=True,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            stop_when_converged=False,
-            model_init_kwargs={"dtype": "float32"},
-        )
-        trainer = UnlearnTrainer(
-            directory,
-            args=args,
-            forget_dataset=tofu_question_answers("forget01_perturbed.json", 8),
-            retain_dataset=tofu_question_answers("retain_perturbed_head40.json", 8),
-            processing_class=tokenizer,
-        )
+        trainer = uld_trainer(directory, mode, num_layers, output_dir, tokenizer)
         loaded = trainer.target_model
         peak_after_loading = memory_status()["VmHWM"]
         trainer.train()
