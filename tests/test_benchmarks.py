@@ -109,3 +109,22 @@ def test_gpu_check_quick_mode_runs_every_check(smollm2_path):
     assert [check.split(",")[0] for check in checks] == ["ULD", "NPO+GD", "ULD", "ULD", "generation", "generation"]
     assert "5 of 22 layers loaded" in table[4]
     assert "FAILED" not in result.stdout
+
+
+def test_benchmark_options_refuse_bad_values():
+    """`gpu_check.py --only` names its valid checks and `assistant_weight.py --seed` wants an integer."""
+    for script, option, value, expected in (
+        (
+            "gpu_check.py",
+            "--only",
+            "7B-shape",
+            "argument --only: invalid choice: '7B-shape' (choose from 'uld', 'npo'",
+        ),
+        ("assistant_weight.py", "--seed", "one", "argument --seed: invalid int value: 'one'"),
+    ):
+        result = subprocess.run(
+            [sys.executable, str(BENCHMARKS / script), option, value], capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 2
+        assert expected in result.stderr
+        assert "Traceback" not in result.stderr
