@@ -18,6 +18,7 @@ answers state the fact (the answer's last phrase), or for held-out questions how
 
     python benchmarks/assistant_weight.py            # about 15 minutes on 2 CPU cores; appends to RESULTS.md
     python benchmarks/assistant_weight.py --seed 1   # another assistant (seed 0 by default)
+    python benchmarks/assistant_weight.py --plausible-retain-loss-weight 0   # the paper's retain term alone
     python benchmarks/assistant_weight.py --quick    # tiny random model, seconds (CI)
 """
 
@@ -43,6 +44,8 @@ MAX_NEW_TOKENS = 24
 def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[str, str]:
     target = load_target(name, tokenizer, options.quick)
     quick = {"max_steps": 2, "assistant_num_layers": 2} if options.quick else {}
+    if options.plausible_retain_loss_weight is not None:
+        quick["plausible_retain_loss_weight"] = options.plausible_retain_loss_weight
     model, trainer = train_assistant(target, tokenizer, seed=options.seed, **quick)
     splits = target.question_splits()
     # Setting key (α, mass-weighted) → uld_logits' arguments after the two logits.
@@ -91,10 +94,15 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
         + text_columns((alpha, weighted))
         for alpha, weighted in keys
     ]
+    changed = (
+        f" except plausible_retain_loss_weight={options.plausible_retain_loss_weight:g}"
+        if options.plausible_retain_loss_weight is not None
+        else f" (plausible_retain_loss_weight={trainer.args.plausible_retain_loss_weight:g})"
+    )
     notes = (
         f"Target: SmolLM2-135M-Instruct {target.described}. Forget {len(target.forget)}, retain {len(target.retain)}, "
         f"held-out {len(target.heldout)} questions; filter τ = {model.plausibility_threshold:g}, floor "
-        f"{model.min_tokens_to_keep}. Assistant at the library defaults, seed {options.seed}: "
+        f"{model.min_tokens_to_keep}. Assistant at the library defaults{changed}, seed {options.seed}: "
         f"{assistant_summary(trainer)}. Probability columns: unlearned ÷ target; greedy answers of {MAX_NEW_TOKENS} "
         f"new tokens. Commit {commit()}."
     )
@@ -102,11 +110,20 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
 
 
 def main() -> None:
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--seed", type=int, default=0, help="Training seed of the assistant (the data order and LoRA's init)."
+        )
+        parser.add_argument(
+            "--plausible-retain-loss-weight",
+            type=float,
+            default=None,
+            help="UnlearnConfig.plausible_retain_loss_weight of the assistant (default: the library's).",
+        )
+
     run_on_targets(
         __doc__,
-        lambda parser: parser.add_argument(
-            "--seed", type=int, default=0, help="Training seed of the assistant (the data order and LoRA's init)."
-        ),
+        arguments,
         evaluate_target,
         "ULD's assistant weight α, {name} target, SmolLM2-135M-Instruct, library defaults",
     )

@@ -84,6 +84,14 @@ class UnlearnConfig(TrainingArguments):
             the sidecar. Measured (`benchmarks/assistant_weight.py`, three seeds on each of two small targets, one
             fine-tuned on the forget answers and one that knows the facts without it): every retained answer kept
             (the plain filter loses some), but 15 of 216 forgotten facts stated again in greedy answers (plain: 2).
+        plausible_retain_loss_weight (`float`, defaults to `1.0`):
+            ULD: weight, relative to `retain_loss_weight`, of a second retain term that makes the assistant flat on
+            the target's plausible tokens at each retain answer position, the only tokens where it is subtracted
+            (`~unlearn_peft.losses.plausible_uniform_kl_loss`); the target's plausible tokens are read once before
+            training. The paper's `KL(uniform ‖ assistant)` over the whole vocabulary leaves differences of several
+            nats among those few tokens, which flip some retained answers. Not in the paper; `0` trains the paper's
+            term alone. Needs the whole target: with a model loaded with only the assistant's layers it is skipped
+            with a warning. Measured in `benchmarks/assistant_weight.py` (`--plausible-retain-loss-weight`).
         forget_loss_weight (`float` or `None`, defaults to `None`):
             Weight of the forget term: 0.125 for `simnpo` (γ of open-unlearning's SimNPO config), 1.0 for the others.
         retain_loss_weight (`float` or `None`, defaults to `None`):
@@ -189,6 +197,13 @@ class UnlearnConfig(TrainingArguments):
         metadata={
             "help": "Scale the assistant's filtered logits at each position by its probability mass on the target's "
             "plausible tokens (about 0 where the assistant is flat, 1 where it remembers). Not in the paper."
+        },
+    )
+    plausible_retain_loss_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "uld: weight, relative to retain_loss_weight, of KL(uniform on the target's plausible tokens ‖ "
+            "assistant on them) at retain answer positions. Not in the paper; 0 trains the paper's retain term alone."
         },
     )
     forget_loss_weight: float | None = field(
@@ -338,6 +353,11 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(
                 "UnlearnConfig: forget_loss_weight and retain_loss_weight must be ≥ 0, got "
                 f"{self.forget_loss_weight} and {self.retain_loss_weight}."
+            )
+        if self.plausible_retain_loss_weight < 0:
+            raise ValueError(
+                f"UnlearnConfig: plausible_retain_loss_weight={self.plausible_retain_loss_weight} must be ≥ 0 "
+                "(0 trains the paper's retain term alone)."
             )
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"UnlearnConfig: max_length={self.max_length} must be ≥ 2 or None.")

@@ -27,6 +27,7 @@ __all__ = [
     "gradient_ascent_loss",
     "nll_loss",
     "npo_loss",
+    "plausible_uniform_kl_loss",
     "reference_kl_loss",
     "sequence_log_probs",
     "simnpo_loss",
@@ -75,6 +76,40 @@ def uniform_kl_loss(answer: AnswerTokens, num_items_in_batch: torch.Tensor | int
     """
     logits = answer.logits.float()
     per_token = torch.logsumexp(logits, dim=-1) - logits.mean(dim=-1) - math.log(logits.shape[-1])
+    return _reduce(per_token, num_items_in_batch)
+
+
+def plausible_uniform_kl_loss(
+    answer: AnswerTokens, plausible_token_ids: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
+) -> torch.Tensor:
+    r"""Mean `KL(uniform on S_t ‖ p_θ restricted to S_t)` over the counted tokens, `S_t` a given set of tokens.
+
+    $$\mathcal{L}_{\text{S}} = \frac{1}{N} \sum_{t} \mathrm{KL}\big(\mathcal{U}_{S_t} \,\|\, p_\theta(\cdot \mid
+    y_{<t}, S_t)\big) = \frac{1}{N} \sum_t \Big(\operatorname{logsumexp}_{v \in S_t}(z_{t,v}) -
+    \frac{1}{|S_t|} \sum_{v \in S_t} z_{t,v} - \log |S_t|\Big)$$
+
+    It is zero exactly when the logits are equal on `S_t`, whatever they are elsewhere. In ULD `S_t` is the
+    target's plausible set at a retain position, the only tokens where the assistant is subtracted
+    (`unlearn_peft.logit_difference`): an assistant flat there changes nothing on retain data, which is ULD's
+    premise (Ji et al. 2024, arXiv 2406.08607, Sec. 3), while `uniform_kl_loss` over the whole vocabulary leaves
+    differences of several nats among those few tokens (`benchmarks/RESULTS.md`). An addition of this library.
+
+    Args:
+        answer: the assistant's logits at the counted positions.
+        plausible_token_ids (`torch.Tensor` of shape `(num_tokens, max_set_size)`): the ids of `S_t` for each
+            counted token, padded with `-1`; every row holds at least one id.
+        num_items_in_batch: see the module docstring.
+    """
+    if plausible_token_ids.shape[0] != answer.num_tokens:
+        raise ValueError(
+            f"plausible_token_ids has {plausible_token_ids.shape[0]} rows for {answer.num_tokens} counted tokens."
+        )
+    in_set = plausible_token_ids.ge(0)
+    logits = answer.logits.float().gather(-1, plausible_token_ids.clamp(min=0))
+    set_size = in_set.sum(dim=-1)
+    log_normaliser = torch.logsumexp(logits.masked_fill(~in_set, -math.inf), dim=-1)
+    mean_logit = (logits * in_set).sum(dim=-1) / set_size
+    per_token = log_normaliser - mean_logit - torch.log(set_size.float())
     return _reduce(per_token, num_items_in_batch)
 
 

@@ -159,6 +159,10 @@ class UnlearnTrainer(AdapterPublishingMixin, Trainer):
         train_dataset, self.dataset_summary = prepare_train_dataset(
             forget_dataset, retain_dataset, tokenizer, args, self.unlearning_method
         )
+        if train_dataset.retain is not None:
+            train_dataset.retain = self.unlearning_method.add_retain_columns(
+                train_dataset.retain, model, tokenizer.pad_token_id, args
+            )
         # Names (never contents) of the datasets, for the sidecar and the model card.
         for key, name in (("forget_dataset", forget_dataset_name), ("retain_dataset", retain_dataset_name)):
             if name is not None:
@@ -276,8 +280,15 @@ class UnlearnTrainer(AdapterPublishingMixin, Trainer):
             retain_term = self.unlearning_method.retain_term(
                 by_group["retain"], lambda: self._reference_answers(model, inputs.retain), counts, self.args
             )
-            terms["retain"] = (retain_term, counts.retain_tokens, count_loss_tokens(inputs.retain.labels))
+            retain_tokens = count_loss_tokens(inputs.retain.labels)
+            terms["retain"] = (retain_term, counts.retain_tokens, retain_tokens)
             loss = loss + self.args.retain_loss_weight * retain_term
+            extra_terms = self.unlearning_method.extra_retain_terms(
+                by_group["retain"], inputs.retain, counts, self.args
+            )
+            for name, (weight, value) in extra_terms.items():
+                terms[name] = (value, counts.retain_tokens, retain_tokens)
+                loss = loss + weight * value
 
         self._check_finite(terms)
         self._record_term_metrics(terms)

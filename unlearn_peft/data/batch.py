@@ -24,12 +24,16 @@ class TokenBatch:
         labels: `(rows, length)`, the token ids where the loss counts (the answer) and -100 elsewhere.
         reference_log_prob: `(rows,)` float, `log π_ref(y|x)` summed over each answer, when the method caches its
             reference model's log-probabilities (NPO, IdkDPO); else `None`.
+        plausible_token_ids: `(answer tokens, max set size)` long, for each counted token in row-major order the
+            target's plausible tokens at that position, padded with -1, when the method caches them (ULD's retain
+            rows); else `None`.
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor
     reference_log_prob: torch.Tensor | None = None
+    plausible_token_ids: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]

@@ -58,8 +58,10 @@ def pad_sequences(
     rows: Sequence[Mapping[str, Any]], pad_token_id: int, length: int | None = None, prefix: str = ""
 ) -> TokenBatch:
     """Right-pad the rows' `<prefix>input_ids` (with `pad_token_id`) and `<prefix>labels` (with -100) to `length`
-    (default: the longest), and stack `<prefix>reference_log_prob` when the rows have it."""
+    (default: the longest), stack `<prefix>reference_log_prob` when the rows have it, and concatenate their
+    `<prefix>plausible_token_ids` (one list of token ids per counted token) into a `-1`-padded tensor."""
     input_ids_key, labels_key, reference_key = f"{prefix}input_ids", f"{prefix}labels", f"{prefix}reference_log_prob"
+    plausible_key = f"{prefix}plausible_token_ids"
     if length is None:
         length = max(max(len(row[input_ids_key]), len(row[labels_key])) for row in rows)
     input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
@@ -72,7 +74,18 @@ def pad_sequences(
     reference = None
     if reference_key in rows[0]:
         reference = torch.tensor([row[reference_key] for row in rows], dtype=torch.float32)
-    return TokenBatch(input_ids, attention_mask, labels, reference)
+    plausible = None
+    if plausible_key in rows[0]:
+        plausible = pad_token_sets([ids for row in rows for ids in row[plausible_key]])
+    return TokenBatch(input_ids, attention_mask, labels, reference, plausible)
+
+
+def pad_token_sets(token_sets: Sequence[Sequence[int]]) -> torch.Tensor:
+    """`(len(token_sets), longest set)` long tensor of the sets' token ids, padded with -1."""
+    padded = torch.full((len(token_sets), max((len(ids) for ids in token_sets), default=1)), -1, dtype=torch.long)
+    for index, ids in enumerate(token_sets):
+        padded[index, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return padded
 
 
 @dataclass

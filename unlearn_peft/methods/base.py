@@ -20,7 +20,7 @@ from transformers import PreTrainedModel
 
 from ..answer_tokens import AnswerTokens
 from ..assistant import projection_lora_config
-from ..data import StepCounts, UnlearningBatch
+from ..data import StepCounts, TokenBatch, UnlearningBatch
 from ..losses import nll_loss, reference_kl_loss
 from ..quiet import peft_wrapping
 
@@ -120,6 +120,20 @@ class UnlearningMethod:
         if args.retain_loss == "nll":
             return nll_loss(answer, counts.retain_tokens)
         return reference_kl_loss(answer, reference_answer(), counts.retain_tokens)
+
+    def add_retain_columns(
+        self, retain_tokens: Dataset, model: PreTrainedModel, pad_token_id: int, args: UnlearnConfig
+    ) -> Dataset:
+        """Columns the retain terms need next to the tokenised retain rows, computed once before training with the
+        target `model` (ULD: the target's plausible tokens at each retain answer position)."""
+        return retain_tokens
+
+    def extra_retain_terms(
+        self, answer: AnswerTokens, retain: TokenBatch, counts: StepCounts, args: UnlearnConfig
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """Further terms on the retain answers, `name → (weight, value)`: each is added to the loss and logged as
+        `loss_<name>`; convergence reads `loss_retain` only."""
+        return {}
 
     def retain_loss_name(self, args: UnlearnConfig) -> str | None:
         """How the sidecar and the card name the retain term."""

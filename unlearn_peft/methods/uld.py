@@ -4,6 +4,10 @@ An assistant (the model's first K layers, its final norm and LM head, with a LoR
 *remember* the forget set, `L_f = NLL`, and to *forget* the retain set, `L_r = KL(U ‖ p)` towards the uniform
 distribution; at inference the unlearned logits are `target − α · assistant` on the target's plausible tokens
 (`unlearn_peft.logit_difference`). Defaults and where they depart from the paper: `UnlearnConfig`'s docstring.
+
+On top of the paper's `L_r`, the retain term asks the assistant to be flat on the target's plausible tokens, the only
+tokens where it is subtracted (`plausible_uniform_kl_loss`, weight `plausible_retain_loss_weight`): those tokens are
+read from the target once, before training (`target_plausible_token_ids`).
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from datasets import Dataset
 from peft import PeftConfig, PeftModel, get_peft_model
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from ..answer_tokens import AnswerTokens
+from ..answer_tokens import AnswerTokens, forward_answer_tokens
 from ..assistant import (
     default_assistant_lora_config,
     early_exit_view,
@@ -30,13 +35,17 @@ from ..data import (
     PARAPHRASED_QUESTION,
     PERTURBED_ANSWER,
     StepCounts,
+    TokenBatch,
     UnlearningBatch,
+    pad_sequences,
     paraphrase_augmentation,
     perturbed_retain_augmentation,
 )
-from ..losses import count_loss_tokens, nll_loss, uniform_kl_loss
+from ..logit_difference import plausible_token_mask
+from ..losses import count_loss_tokens, nll_loss, plausible_uniform_kl_loss, uniform_kl_loss
 from ..quiet import peft_wrapping
 from ..truncated import is_truncated
+from ..utils import eval_mode
 from .base import ForgetTerm, UnlearningMethod
 
 if TYPE_CHECKING:
@@ -140,6 +149,44 @@ class ULD(UnlearningMethod):
         """The assistant *forgets* the retain answers: `KL(U ‖ p)` towards the uniform distribution."""
         return uniform_kl_loss(answer, counts.retain_tokens)
 
+    def add_retain_columns(
+        self, retain_tokens: Dataset, model: PreTrainedModel, pad_token_id: int, args: UnlearnConfig
+    ) -> Dataset:
+        """The target's plausible tokens at every retain answer position (column `plausible_token_ids`), for the
+        plausible-set term; skipped when its weight is 0, when the filter is off (the set is then the vocabulary and
+        the paper's term already covers it), and, with a warning, when `model` holds only the assistant's layers."""
+        if args.plausible_retain_loss_weight == 0 or args.plausibility_threshold <= 0:
+            return retain_tokens
+        if is_truncated(model):
+            logger.warning(
+                "plausible_retain_loss_weight=%g needs the whole target's predictions on the retain answers, but the "
+                "model was loaded with only the assistant's layers: training with the paper's retain term alone, "
+                "which changes more retained answers (benchmarks/RESULTS.md). Pass the loaded model, or set "
+                "load_assistant_layers_only=False, to use it; set plausible_retain_loss_weight=0 to silence this.",
+                args.plausible_retain_loss_weight,
+            )
+            return retain_tokens
+        token_ids = target_plausible_token_ids(
+            model,
+            retain_tokens,
+            pad_token_id,
+            args.plausibility_threshold,
+            args.min_tokens_to_keep,
+            batch_size=args.per_device_eval_batch_size,
+            disable_progress=args.disable_tqdm,
+        )
+        return retain_tokens.add_column(PLAUSIBLE_TOKEN_IDS, token_ids)
+
+    def extra_retain_terms(
+        self, answer: AnswerTokens, retain: TokenBatch, counts: StepCounts, args: UnlearnConfig
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """`retain_plausible`: the assistant flat on the target's plausible tokens of each retain answer position,
+        weighted `retain_loss_weight · plausible_retain_loss_weight`."""
+        if retain.plausible_token_ids is None:
+            return {}
+        loss = plausible_uniform_kl_loss(answer, retain.plausible_token_ids, counts.retain_tokens)
+        return {"retain_plausible": (args.retain_loss_weight * args.plausible_retain_loss_weight, loss)}
+
     def retain_loss_name(self, args: UnlearnConfig) -> str:
         return "uniform_kl"
 
@@ -153,3 +200,46 @@ class ULD(UnlearningMethod):
 
     def card_title(self, retain_loss: str | None) -> str:
         return self.title
+
+
+PLAUSIBLE_TOKEN_IDS = "plausible_token_ids"
+"""The retain-row column of the target's plausible tokens: one list of token ids per counted token."""
+
+
+@torch.no_grad()
+def target_plausible_token_ids(
+    model: PreTrainedModel,
+    dataset: Dataset,
+    pad_token_id: int,
+    plausibility_threshold: float,
+    min_tokens_to_keep: int,
+    *,
+    batch_size: int = 8,
+    disable_progress: bool = False,
+) -> list[list[list[int]]]:
+    """For every row of `dataset` (`input_ids`, `labels`), in order, and each of its counted tokens: the ids of the
+    target's plausible tokens at the position before it (`unlearn_peft.logit_difference.plausible_token_mask`).
+
+    The target runs once over the rows, where it is loaded (`model.device`), in evaluation mode.
+    """
+    values: list[list[list[int]]] = []
+    with eval_mode(model):
+        for start in tqdm(
+            range(0, len(dataset), batch_size), desc="Target's plausible tokens (retain)", disable=disable_progress
+        ):
+            rows = dataset[start : start + batch_size]
+            batch = pad_sequences(
+                [
+                    {"input_ids": ids, "labels": labels}
+                    for ids, labels in zip(rows["input_ids"], rows["labels"], strict=True)
+                ],
+                pad_token_id,
+            ).to(model.device)
+            answer = forward_answer_tokens(model, batch.input_ids, batch.attention_mask, batch.labels)
+            mask = plausible_token_mask(answer.logits, plausibility_threshold, min_tokens_to_keep).cpu()
+            per_token = [position.nonzero().squeeze(-1).tolist() for position in mask]
+            tokens_per_row = torch.bincount(answer.rows.cpu(), minlength=len(batch)).tolist()
+            for count in tokens_per_row:
+                values.append(per_token[:count])
+                per_token = per_token[count:]
+    return values
