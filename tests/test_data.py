@@ -255,3 +255,16 @@ def test_collator_refuses_a_batch_where_only_some_examples_have_a_retain_row():
                 {"forget": {"input_ids": [1], "labels": [1]}},
             ]
         )
+
+
+def test_collator_concatenates_the_plausible_token_sets_in_answer_token_order():
+    retain_rows = [
+        {"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "plausible_token_ids": [[4, 9], [2]]},
+        {"input_ids": [1, 5], "labels": [-100, 5], "plausible_token_ids": [[5, 6, 7]]},
+    ]
+    forget = {"input_ids": [1], "labels": [1]}
+    batch = ForgetRetainCollator(pad_token_id=0)([{"forget": forget, "retain": row} for row in retain_rows])
+    assert batch.retain.plausible_token_ids.tolist() == [[4, 9, -1], [2, -1, -1], [5, 6, 7]]
+    assert batch.forget.plausible_token_ids is None
+    # one set per counted token, in the row-major order of AnswerTokens
+    assert batch.retain.plausible_token_ids.shape[0] == int(batch.retain.labels[:, 1:].ne(-100).sum())

@@ -1,5 +1,6 @@
 import json
 import logging
+import math
 
 import pytest
 import torch
@@ -48,6 +49,7 @@ def test_config_fields_have_help_and_paper_defaults():
         ({"assistant_num_layers": 0}, r"assistant_num_layers=0 must be ≥ 1"),
         ({"model_init_kwargs": "{not json"}, r"model_init_kwargs is not valid JSON"),
         ({"plausibility_threshold": 1.5}, r"plausibility_threshold=1.5 must be in \[0, 1\)"),
+        ({"plausible_retain_loss_weight": -1.0}, r"plausible_retain_loss_weight=-1.0 must be ≥ 0"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, message):
@@ -91,7 +93,10 @@ def test_training_changes_only_lora_and_saves_assistant_adapter(
 
     logs = [entry for entry in trainer.state.log_history if "loss_forget" in entry]
     assert len(logs) == 4 and all(entry["loss_retain"] > 0 and entry["loss_forget"] > 0 for entry in logs)
-    assert logs[0]["loss"] == pytest.approx(logs[0]["loss_forget"] + 6.5 * logs[0]["loss_retain"], rel=1e-4)
+    assert all(entry["loss_retain_plausible"] > 0 for entry in logs)
+    assert logs[0]["loss"] == pytest.approx(
+        logs[0]["loss_forget"] + 6.5 * (logs[0]["loss_retain"] + logs[0]["loss_retain_plausible"]), rel=1e-4
+    )
 
     trainer.save_model(str(tmp_path / "adapter"))
     adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
@@ -179,8 +184,10 @@ def test_evaluate_reports_both_terms(tmp_path, make_tiny_llama, tokenizer, tofu_
     )
     metrics = trainer.evaluate()
     assert metrics["eval_loss_forget"] > 0 and metrics["eval_loss_retain"] > 0
+    assert metrics["eval_loss_retain_plausible"] > 0
     assert metrics["eval_loss"] == pytest.approx(
-        metrics["eval_loss_forget"] + 6.5 * metrics["eval_loss_retain"], rel=1e-4
+        metrics["eval_loss_forget"] + 6.5 * (metrics["eval_loss_retain"] + metrics["eval_loss_retain_plausible"]),
+        rel=1e-4,
     )
 
 
@@ -217,3 +224,96 @@ def test_model_id_loading_and_trust_remote_code_refused(tmp_path, make_tiny_llam
     assert trainer.build_sidecar().base_model_name_or_path == str(tmp_path / "tiny")
     with pytest.raises(ValueError, match="never runs remote code"):
         load_causal_lm(str(tmp_path / "tiny"), {"trust_remote_code": True})
+
+
+def _plausible_set_by_hand(target_logits: torch.Tensor, threshold: float, floor: int, cap: int) -> list[int]:
+    """The target's plausible tokens from their definition: p ≥ threshold · max p, or among the `floor` most
+    probable; the `cap` most probable of them when there are more."""
+    probabilities = torch.softmax(target_logits.double(), dim=-1)
+    order = probabilities.argsort(descending=True).tolist()
+    kept = set(order[:floor]) | set((probabilities >= threshold * probabilities.max()).nonzero().flatten().tolist())
+    return sorted(kept) if len(kept) <= cap else sorted(order[:cap])
+
+
+@pytest.mark.parametrize("sharpen", [True, False])
+def test_uld_loss_with_the_plausible_retain_term_matches_a_hand_computation(
+    tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain, sharpen
+):
+    from unlearn_peft.methods.uld import MAX_PLAUSIBLE_TOKENS
+
+    model = make_tiny_llama(num_layers=4)
+    threshold = 0.01
+    if sharpen:  # a random model is unsure everywhere (sets over the cap); a scaled final norm gives small sets
+        with torch.no_grad():
+            model.model.norm.weight.mul_(60.0)
+    trainer = UnlearnTrainer(
+        model,
+        args=_args(tmp_path, assistant_num_layers=2, max_steps=3, plausibility_threshold=threshold),
+        forget_dataset=qa_only(tofu_forget[:2]),
+        retain_dataset=qa_only(tofu_retain[:2]),
+        processing_class=tokenizer,
+    )
+    trainer.train()  # the LoRA is no longer zero
+    batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, batch)
+        forget, retain = batch.forget, batch.retain
+        assistant_forget = trainer.model(input_ids=forget.input_ids, attention_mask=forget.attention_mask).logits
+        assistant_retain = trainer.model(input_ids=retain.input_ids, attention_mask=retain.attention_mask).logits
+        target_retain = model(input_ids=retain.input_ids, attention_mask=retain.attention_mask).logits
+
+    nll, uniform, flat, set_sizes = [], [], [], []
+    for row in range(len(forget)):
+        for position in range(forget.input_ids.shape[1] - 1):
+            token = int(forget.labels[row, position + 1])
+            if token != -100:
+                nll.append(-float(assistant_forget[row, position].double().log_softmax(-1)[token]))
+    for row in range(len(retain)):
+        for position in range(retain.input_ids.shape[1] - 1):
+            if int(retain.labels[row, position + 1]) == -100:
+                continue
+            logits = assistant_retain[row, position].double()
+            uniform.append(-float(logits.log_softmax(-1).mean()) - math.log(logits.shape[-1]))  # KL(U_V ‖ p)
+            plausible = _plausible_set_by_hand(target_retain[row, position], threshold, 10, MAX_PLAUSIBLE_TOKENS)
+            set_sizes.append(len(plausible))
+            flat.append(-float(logits[plausible].log_softmax(-1).mean()) - math.log(len(plausible)))  # KL(U_S ‖ p|S)
+    expected = sum(nll) / len(nll) + 6.5 * (sum(uniform) / len(uniform) + sum(flat) / len(flat))
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
+    if sharpen:
+        assert min(set_sizes) >= 10 and max(set_sizes) < MAX_PLAUSIBLE_TOKENS and len(set(set_sizes)) > 1
+    else:
+        assert set(set_sizes) == {MAX_PLAUSIBLE_TOKENS}
+    logs = [entry for entry in trainer.state.log_history if "loss_retain_plausible" in entry]
+    assert len(logs) == 3 and all(entry["loss_retain_plausible"] > 0 for entry in logs)
+
+
+def test_plausible_retain_term_off_at_weight_zero_and_skipped_with_a_warning_on_a_truncated_model(
+    tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain, caplog
+):
+    forget, retain = qa_only(tofu_forget[:2]), qa_only(tofu_retain[:2])
+    trainer = UnlearnTrainer(
+        make_tiny_llama(num_layers=4),
+        args=_args(tmp_path, assistant_num_layers=2, max_steps=1, plausible_retain_loss_weight=0.0),
+        forget_dataset=forget,
+        retain_dataset=retain,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    assert "plausible_token_ids" not in trainer.train_dataset.retain.column_names
+    assert not any("loss_retain_plausible" in entry for entry in trainer.state.log_history)
+
+    checkpoint = tmp_path / "tiny"
+    make_tiny_llama(num_layers=4).save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+    with caplog.at_level(logging.WARNING, logger="unlearn_peft.methods.uld"):
+        truncated = UnlearnTrainer(
+            str(checkpoint),
+            args=_args(tmp_path, assistant_num_layers=2, max_steps=1),
+            forget_dataset=forget,
+            retain_dataset=retain,
+        )
+    assert "plausible_token_ids" not in truncated.train_dataset.retain.column_names
+    assert any(
+        "plausible_retain_loss_weight=1 needs the whole target" in record.getMessage() for record in caplog.records
+    )

@@ -159,15 +159,16 @@ class UnlearnTrainer(AdapterPublishingMixin, Trainer):
         train_dataset, self.dataset_summary = prepare_train_dataset(
             forget_dataset, retain_dataset, tokenizer, args, self.unlearning_method
         )
-        if train_dataset.retain is not None:
-            train_dataset.retain = self.unlearning_method.add_retain_columns(
-                train_dataset.retain, model, tokenizer.pad_token_id, args
-            )
         # Names (never contents) of the datasets, for the sidecar and the model card.
         for key, name in (("forget_dataset", forget_dataset_name), ("retain_dataset", retain_dataset_name)):
             if name is not None:
                 self.dataset_summary[key] = name
         prepared_eval = prepare_eval_dataset(eval_dataset, tokenizer, args)
+        for paired in (train_dataset, prepared_eval):  # before wrapping: the target is still whole and unmoved
+            if paired is not None and paired.retain is not None:
+                paired.retain = self.unlearning_method.add_retain_columns(
+                    paired.retain, model, tokenizer.pad_token_id, args
+                )
 
         set_seed(args.seed)  # the LoRA's initial weights: the same for the same seed, whatever ran before
         trained_model = self.unlearning_method.wrap_model(model, peft_config, args)

@@ -204,6 +204,9 @@ class ULD(UnlearningMethod):
 
 PLAUSIBLE_TOKEN_IDS = "plausible_token_ids"
 """The retain-row column of the target's plausible tokens: one list of token ids per counted token."""
+MAX_PLAUSIBLE_TOKENS = 256
+"""Most tokens kept per position for the plausible-set term: a larger set means a target unsure there, where the
+paper's term over the whole vocabulary already asks the same; the target's most probable ones are kept."""
 
 
 @torch.no_grad()
@@ -220,9 +223,11 @@ def target_plausible_token_ids(
     """For every row of `dataset` (`input_ids`, `labels`), in order, and each of its counted tokens: the ids of the
     target's plausible tokens at the position before it (`unlearn_peft.logit_difference.plausible_token_mask`).
 
-    The target runs once over the rows, where it is loaded (`model.device`), in evaluation mode.
+    The target runs once over the rows, where it is loaded (`model.device`), in evaluation mode. A set larger than
+    `MAX_PLAUSIBLE_TOKENS` keeps the target's most probable `MAX_PLAUSIBLE_TOKENS` tokens (counted in the log).
     """
     values: list[list[list[int]]] = []
+    capped = total = 0
     with eval_mode(model):
         for start in tqdm(
             range(0, len(dataset), batch_size), desc="Target's plausible tokens (retain)", disable=disable_progress
@@ -236,10 +241,27 @@ def target_plausible_token_ids(
                 pad_token_id,
             ).to(model.device)
             answer = forward_answer_tokens(model, batch.input_ids, batch.attention_mask, batch.labels)
-            mask = plausible_token_mask(answer.logits, plausibility_threshold, min_tokens_to_keep).cpu()
-            per_token = [position.nonzero().squeeze(-1).tolist() for position in mask]
+            mask = plausible_token_mask(answer.logits, plausibility_threshold, min_tokens_to_keep)
+            most_probable = answer.logits.topk(min(MAX_PLAUSIBLE_TOKENS, answer.logits.shape[-1]), dim=-1).indices
+            per_token = []
+            for position_mask, top in zip(mask.cpu(), most_probable.cpu(), strict=True):
+                if int(position_mask.sum()) > MAX_PLAUSIBLE_TOKENS:
+                    per_token.append(sorted(top.tolist()))
+                    capped += 1
+                else:
+                    per_token.append(position_mask.nonzero().squeeze(-1).tolist())
+            total += len(per_token)
             tokens_per_row = torch.bincount(answer.rows.cpu(), minlength=len(batch)).tolist()
             for count in tokens_per_row:
                 values.append(per_token[:count])
                 per_token = per_token[count:]
+    if capped:
+        logger.info(
+            "The target's plausible set exceeds %d tokens at %d of %d retain answer positions (the target is unsure "
+            "there); the plausible-set term uses its %d most probable tokens at those.",
+            MAX_PLAUSIBLE_TOKENS,
+            capped,
+            total,
+            MAX_PLAUSIBLE_TOKENS,
+        )
     return values
