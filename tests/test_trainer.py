@@ -93,10 +93,8 @@ def test_training_changes_only_lora_and_saves_assistant_adapter(
 
     logs = [entry for entry in trainer.state.log_history if "loss_forget" in entry]
     assert len(logs) == 4 and all(entry["loss_retain"] > 0 and entry["loss_forget"] > 0 for entry in logs)
-    assert all(entry["loss_retain_plausible"] > 0 for entry in logs)
-    assert logs[0]["loss"] == pytest.approx(
-        logs[0]["loss_forget"] + 6.5 * (logs[0]["loss_retain"] + logs[0]["loss_retain_plausible"]), rel=1e-4
-    )
+    assert logs[0]["loss"] == pytest.approx(logs[0]["loss_forget"] + 6.5 * logs[0]["loss_retain"], rel=1e-4)
+    assert "plausible_token_ids" not in trainer.train_dataset.retain.column_names  # opt-in term
 
     trainer.save_model(str(tmp_path / "adapter"))
     adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
@@ -176,7 +174,7 @@ def test_not_converged_warning(tmp_path, make_tiny_llama, tokenizer, tofu_forget
 def test_evaluate_reports_both_terms(tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain):
     trainer = UnlearnTrainer(
         make_tiny_llama(),
-        args=_args(tmp_path),
+        args=_args(tmp_path, plausible_retain_loss_weight=1.0),
         forget_dataset=qa_only(tofu_forget[:2]),
         retain_dataset=qa_only(tofu_retain[:2]),
         eval_dataset={"forget": qa_only(tofu_forget[2:4]), "retain": qa_only(tofu_retain[2:4])},
@@ -248,7 +246,13 @@ def test_uld_loss_with_the_plausible_retain_term_matches_a_hand_computation(
             model.model.norm.weight.mul_(60.0)
     trainer = UnlearnTrainer(
         model,
-        args=_args(tmp_path, assistant_num_layers=2, max_steps=3, plausibility_threshold=threshold),
+        args=_args(
+            tmp_path,
+            assistant_num_layers=2,
+            max_steps=3,
+            plausibility_threshold=threshold,
+            plausible_retain_loss_weight=1.0,
+        ),
         forget_dataset=qa_only(tofu_forget[:2]),
         retain_dataset=qa_only(tofu_retain[:2]),
         processing_class=tokenizer,
@@ -288,13 +292,13 @@ def test_uld_loss_with_the_plausible_retain_term_matches_a_hand_computation(
     assert len(logs) == 3 and all(entry["loss_retain_plausible"] > 0 for entry in logs)
 
 
-def test_plausible_retain_term_off_at_weight_zero_and_skipped_with_a_warning_on_a_truncated_model(
+def test_plausible_retain_term_off_by_default_and_skipped_with_a_warning_on_a_truncated_model(
     tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain, caplog
 ):
     forget, retain = qa_only(tofu_forget[:2]), qa_only(tofu_retain[:2])
     trainer = UnlearnTrainer(
         make_tiny_llama(num_layers=4),
-        args=_args(tmp_path, assistant_num_layers=2, max_steps=1, plausible_retain_loss_weight=0.0),
+        args=_args(tmp_path, assistant_num_layers=2, max_steps=1),
         forget_dataset=forget,
         retain_dataset=retain,
         processing_class=tokenizer,
@@ -309,7 +313,7 @@ def test_plausible_retain_term_off_at_weight_zero_and_skipped_with_a_warning_on_
     with caplog.at_level(logging.WARNING, logger="unlearn_peft.methods.uld"):
         truncated = UnlearnTrainer(
             str(checkpoint),
-            args=_args(tmp_path, assistant_num_layers=2, max_steps=1),
+            args=_args(tmp_path, assistant_num_layers=2, max_steps=1, plausible_retain_loss_weight=1.0),
             forget_dataset=forget,
             retain_dataset=retain,
         )

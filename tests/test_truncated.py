@@ -55,12 +55,9 @@ def test_truncated_load_trains_the_same_adapter_as_the_full_model(
     sharded_checkpoint, tokenizer, tofu_forget, tofu_retain, tmp_path
 ):
     forget, retain = qa_only(tofu_forget[:4]), qa_only(tofu_retain[:4])
-    # The plausible-set retain term needs the whole target, so a truncated load trains without it.
-    truncated = train(
-        str(sharded_checkpoint), tokenizer, forget, retain, tmp_path / "truncated", plausible_retain_loss_weight=0.0
-    )
+    truncated = train(str(sharded_checkpoint), tokenizer, forget, retain, tmp_path / "truncated")
     full_model = AutoModelForCausalLM.from_pretrained(sharded_checkpoint)
-    full = train(full_model, tokenizer, forget, retain, tmp_path / "full", plausible_retain_loss_weight=0.0)
+    full = train(full_model, tokenizer, forget, retain, tmp_path / "full")
 
     model = truncated.target_model
     assert is_truncated(model) and len(model.model.layers) == K  # layers K..N-1 were never built

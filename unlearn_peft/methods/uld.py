@@ -5,8 +5,8 @@ An assistant (the model's first K layers, its final norm and LM head, with a LoR
 distribution; at inference the unlearned logits are `target − α · assistant` on the target's plausible tokens
 (`unlearn_peft.logit_difference`). Defaults and where they depart from the paper: `UnlearnConfig`'s docstring.
 
-On top of the paper's `L_r`, the retain term asks the assistant to be flat on the target's plausible tokens, the only
-tokens where it is subtracted (`plausible_uniform_kl_loss`, weight `plausible_retain_loss_weight`): those tokens are
+Opt-in (`plausible_retain_loss_weight > 0`, not in the paper): a second retain term asks the assistant to be flat on
+the target's plausible tokens, the only tokens where it is subtracted (`plausible_uniform_kl_loss`); those tokens are
 read from the target once, before training (`target_plausible_token_ids`).
 """
 
