@@ -194,3 +194,57 @@ def test_qlora_nf4_assistant_trains_on_cpu(tmp_path, smollm2_path, tokenizer, to
         int(k.split(".layers.")[1].split(".")[0])
         for k in load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     } == {0, 1}
+
+
+def test_plausible_retain_term_reads_the_real_targets_plausible_tokens(
+    smollm2_path, tokenizer, tofu_forget, tofu_retain
+):
+    """The opt-in plausible-set retain term on SmolLM2: the cached sets equal the filter's definition applied to the
+    target's own forward over each retain row alone (no padding, no batching), and the term trains."""
+    from unlearn_peft.methods.uld import MAX_PLAUSIBLE_TOKENS
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
+    args = UnlearnConfig(
+        output_dir="unused",
+        per_device_train_batch_size=2,
+        max_steps=2,
+        logging_steps=1,
+        save_strategy="no",
+        max_length=96,
+        use_cpu=True,
+        disable_tqdm=True,
+        assistant_num_layers=2,
+        report_to="none",
+        plausible_retain_loss_weight=1.0,
+    )
+    trainer = UnlearnTrainer(
+        model,
+        args=args,
+        forget_dataset=qa_only(tofu_forget[:2]),
+        retain_dataset=qa_only(tofu_retain[:3]),
+        processing_class=tokenizer,
+    )
+    retain = trainer.train_dataset.retain
+    sizes = []
+    for row in retain:
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([row["input_ids"]])).logits[0].double()
+        labels = row["labels"]
+        positions = [t for t in range(len(labels) - 1) if labels[t + 1] != -100]
+        assert len(row["plausible_token_ids"]) == len(positions)
+        for position, cached in zip(positions, row["plausible_token_ids"], strict=True):
+            probabilities = torch.softmax(logits[position], dim=-1)
+            order = probabilities.argsort(descending=True)
+            plausible = set(order[:10].tolist()) | set(
+                (probabilities >= 0.01 * probabilities.max()).nonzero().flatten().tolist()
+            )
+            if len(plausible) > MAX_PLAUSIBLE_TOKENS:  # the target is unsure there: its most probable tokens
+                plausible = set(order[:MAX_PLAUSIBLE_TOKENS].tolist())
+            assert cached == sorted(plausible)
+            sizes.append(len(cached))
+    # On TOFU's fictitious authors the target is sure at some positions (the floor binds) and unsure at others.
+    assert min(sizes) == 10 and max(sizes) == MAX_PLAUSIBLE_TOKENS
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss_retain_plausible" in entry]
+    assert len(logs) == 2 and all(math.isfinite(entry["loss_retain_plausible"]) for entry in logs)
+    assert logs[0]["loss_retain_plausible"] > 0
