@@ -13,7 +13,7 @@ from unlearn_peft.evaluation import answer_probability
 from unlearn_peft.losses import AnswerTokens, nll_loss
 from unlearn_peft.modeling import ULDModel
 
-from .conftest import qa_only
+from .conftest import qa_only, tiny_uld_args
 
 pytestmark = pytest.mark.slow
 
@@ -197,29 +197,16 @@ def test_qlora_nf4_assistant_trains_on_cpu(tmp_path, smollm2_path, tokenizer, to
 
 
 def test_plausible_retain_term_reads_the_real_targets_plausible_tokens(
-    smollm2_path, tokenizer, tofu_forget, tofu_retain
+    tmp_path, smollm2_path, tokenizer, tofu_forget, tofu_retain
 ):
     """The opt-in plausible-set retain term on SmolLM2: the cached sets equal the filter's definition applied to the
     target's own forward over each retain row alone (no padding, no batching), and the term trains."""
     from unlearn_peft.methods.uld import MAX_PLAUSIBLE_TOKENS
 
     model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
-    args = UnlearnConfig(
-        output_dir="unused",
-        per_device_train_batch_size=2,
-        max_steps=2,
-        logging_steps=1,
-        save_strategy="no",
-        max_length=96,
-        use_cpu=True,
-        disable_tqdm=True,
-        assistant_num_layers=2,
-        report_to="none",
-        plausible_retain_loss_weight=1.0,
-    )
     trainer = UnlearnTrainer(
         model,
-        args=args,
+        args=tiny_uld_args(tmp_path, max_steps=2, logging_steps=1, plausible_retain_loss_weight=1.0),
         forget_dataset=qa_only(tofu_forget[:2]),
         retain_dataset=qa_only(tofu_retain[:3]),
         processing_class=tokenizer,
