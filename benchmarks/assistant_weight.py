@@ -97,7 +97,7 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
     changed = (
         f" except plausible_retain_loss_weight={options.plausible_retain_loss_weight:g}"
         if options.plausible_retain_loss_weight is not None
-        else f" (plausible_retain_loss_weight={trainer.args.plausible_retain_loss_weight:g})"
+        else f" (plausible_retain_loss_weight={trainer.build_sidecar().training['plausible_retain_loss_weight']:g})"
     )
     notes = (
         f"Target: SmolLM2-135M-Instruct {target.described}. Forget {len(target.forget)}, retain {len(target.retain)}, "

@@ -244,6 +244,9 @@ def test_card_renders_with_and_without_evaluation(make_tiny_llama, tokenizer, to
     metadata = front_matter(str(plain))
     assert metadata["base_model"] == "org/base" and "model-index" not in metadata
     assert "| assistant layers K | 2 of 4 |" in str(plain)
+    # The loaded target was whole, so the plausible-set retain term trained at its default weight.
+    retain_loss = "KL(uniform ‖ assistant) + 0.3 · KL(uniform on the target's plausible tokens ‖ assistant)"
+    assert f"| retain loss | {retain_loss} |" in str(plain)
 
     local_base = render_model_card(output, repo_id="me/local")  # the sidecar's base is not a Hub id
     assert "base_model" not in front_matter(str(local_base))

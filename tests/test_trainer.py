@@ -233,10 +233,11 @@ def _plausible_set_by_hand(target_logits: torch.Tensor, threshold: float, floor:
     return sorted(kept) if len(kept) <= cap else sorted(order[:cap])
 
 
-@pytest.mark.parametrize("sharpen", [True, False])
+@pytest.mark.parametrize(("sharpen", "weight"), [(True, None), (False, 1.0)])
 def test_uld_loss_with_the_plausible_retain_term_matches_a_hand_computation(
-    tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain, sharpen
+    tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain, sharpen, weight
 ):
+    """At the default (`None`: 0.3 with the whole target) and at an explicit weight."""
     from unlearn_peft.methods.uld import MAX_PLAUSIBLE_TOKENS
 
     model = make_tiny_llama(num_layers=4)
@@ -251,7 +252,7 @@ def test_uld_loss_with_the_plausible_retain_term_matches_a_hand_computation(
             assistant_num_layers=2,
             max_steps=3,
             plausibility_threshold=threshold,
-            plausible_retain_loss_weight=1.0,
+            plausible_retain_loss_weight=weight,
         ),
         forget_dataset=qa_only(tofu_forget[:2]),
         retain_dataset=qa_only(tofu_retain[:2]),
@@ -282,7 +283,8 @@ def test_uld_loss_with_the_plausible_retain_term_matches_a_hand_computation(
             plausible = _plausible_set_by_hand(target_retain[row, position], threshold, 10, MAX_PLAUSIBLE_TOKENS)
             set_sizes.append(len(plausible))
             flat.append(-float(logits[plausible].log_softmax(-1).mean()) - math.log(len(plausible)))  # KL(U_S ‖ p|S)
-    expected = sum(nll) / len(nll) + 6.5 * (sum(uniform) / len(uniform) + sum(flat) / len(flat))
+    flat_weight = 0.3 if weight is None else weight
+    expected = sum(nll) / len(nll) + 6.5 * (sum(uniform) / len(uniform) + flat_weight * sum(flat) / len(flat))
     assert float(loss) == pytest.approx(expected, rel=1e-4)
     if sharpen:
         assert min(set_sizes) >= 10 and max(set_sizes) < MAX_PLAUSIBLE_TOKENS and len(set(set_sizes)) > 1
@@ -292,13 +294,13 @@ def test_uld_loss_with_the_plausible_retain_term_matches_a_hand_computation(
     assert len(logs) == 3 and all(entry["loss_retain_plausible"] > 0 for entry in logs)
 
 
-def test_plausible_retain_term_off_by_default_and_skipped_with_a_warning_on_a_truncated_model(
+def test_plausible_retain_term_off_at_zero_and_skipped_on_a_truncated_model_with_a_warning_when_set(
     tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain, caplog
 ):
     forget, retain = qa_only(tofu_forget[:2]), qa_only(tofu_retain[:2])
     trainer = UnlearnTrainer(
         make_tiny_llama(num_layers=4),
-        args=_args(tmp_path, assistant_num_layers=2, max_steps=1),
+        args=_args(tmp_path, assistant_num_layers=2, max_steps=1, plausible_retain_loss_weight=0.0),
         forget_dataset=forget,
         retain_dataset=retain,
         processing_class=tokenizer,
@@ -306,18 +308,22 @@ def test_plausible_retain_term_off_by_default_and_skipped_with_a_warning_on_a_tr
     trainer.train()
     assert "plausible_token_ids" not in trainer.train_dataset.retain.column_names
     assert not any("loss_retain_plausible" in entry for entry in trainer.state.log_history)
+    assert trainer.build_sidecar().training["plausible_retain_loss_weight"] == 0.0
 
     checkpoint = tmp_path / "tiny"
     make_tiny_llama(num_layers=4).save_pretrained(checkpoint)
     tokenizer.save_pretrained(checkpoint)
-    with caplog.at_level(logging.WARNING, logger="unlearn_peft.methods.uld"):
-        truncated = UnlearnTrainer(
-            str(checkpoint),
-            args=_args(tmp_path, assistant_num_layers=2, max_steps=1, plausible_retain_loss_weight=1.0),
-            forget_dataset=forget,
-            retain_dataset=retain,
-        )
-    assert "plausible_token_ids" not in truncated.train_dataset.retain.column_names
-    assert any(
-        "plausible_retain_loss_weight=1 needs the whole target" in record.getMessage() for record in caplog.records
-    )
+    for weight, level in ((None, logging.INFO), (1.0, logging.WARNING)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="unlearn_peft.methods.uld"):
+            truncated = UnlearnTrainer(
+                str(checkpoint),
+                args=_args(tmp_path, assistant_num_layers=2, max_steps=1, plausible_retain_loss_weight=weight),
+                forget_dataset=forget,
+                retain_dataset=retain,
+            )
+        assert "plausible_token_ids" not in truncated.train_dataset.retain.column_names
+        expected = f"plausible_retain_loss_weight={0.3 if weight is None else weight:g} needs the whole target"
+        levels = [record.levelno for record in caplog.records if expected in record.getMessage()]
+        assert levels == [level], (weight, [record.getMessage() for record in caplog.records])
+        assert truncated.build_sidecar().training["plausible_retain_loss_weight"] == 0.0  # what trained, for the card

@@ -110,6 +110,13 @@ def _eval_results(evaluation: Mapping[str, Any]) -> list[EvalResult]:
     ]
 
 
+def _uld_retain_loss(training: Mapping[str, Any]) -> str:
+    """The paper's term, plus the plausible-set term when it trained (sidecars before it have no such entry)."""
+    weight = training.get("plausible_retain_loss_weight") or 0
+    extra = f" + {_format(weight)} · KL(uniform on the target's plausible tokens ‖ assistant)" if weight else ""
+    return "KL(uniform ‖ assistant)" + extra
+
+
 def _hyperparameters(sidecar: UnlearnSidecar, adapter_config: Mapping[str, Any]) -> list[tuple[str, str]]:
     training = sidecar.training
     num_layers = sidecar.base_model_fingerprint.get("num_hidden_layers")
@@ -123,7 +130,7 @@ def _hyperparameters(sidecar: UnlearnSidecar, adapter_config: Mapping[str, Any])
             ("plausibility threshold τ", _format(sidecar.plausibility_threshold)),
             ("plausible-set floor (min_tokens_to_keep)", _format(sidecar.min_tokens_to_keep)),
             ("weighted by the assistant's mass on the plausible set", _format(sidecar.weight_by_assistant_mass)),
-            ("retain loss", "KL(uniform ‖ assistant)"),
+            ("retain loss", _uld_retain_loss(training)),
         ]
         if "converged" in training:
             rows.append(("assistant converged", _convergence(training)))

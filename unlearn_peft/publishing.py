@@ -23,7 +23,7 @@ TRAINING_ARGS_JSON = "training_args.json"
 
 class AdapterPublishingMixin(Trainer):
     """The saving and Hub methods of [`UnlearnTrainer`] (which sets `target_model`, `unlearning_method`,
-    `assistant_num_layers`, `dataset_summary` and `convergence_summary`)."""
+    `assistant_num_layers`, `retain_columns`, `dataset_summary` and `convergence_summary`)."""
 
     def build_sidecar(self) -> UnlearnSidecar:
         """The `unlearn_sidecar.json` describing this run's adapter."""
@@ -43,6 +43,7 @@ class AdapterPublishingMixin(Trainer):
                 "beta": args.beta,
                 "forget_loss_weight": args.forget_loss_weight,
                 "retain_loss_weight": args.retain_loss_weight,
+                **self.unlearning_method.training_fields(args, self.retain_columns),
                 "learning_rate": args.learning_rate,
                 "num_train_epochs": args.num_train_epochs,
                 "epochs_run": round(self.state.epoch or 0.0, 2),

@@ -169,6 +169,7 @@ class UnlearnTrainer(AdapterPublishingMixin, Trainer):
                 paired.retain = self.unlearning_method.add_retain_columns(
                     paired.retain, model, tokenizer.pad_token_id, args
                 )
+        self.retain_columns = [] if train_dataset.retain is None else list(train_dataset.retain.column_names)
 
         set_seed(args.seed)  # the LoRA's initial weights: the same for the same seed, whatever ran before
         trained_model = self.unlearning_method.wrap_model(model, peft_config, args)

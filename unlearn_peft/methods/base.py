@@ -143,6 +143,11 @@ class UnlearningMethod:
         """Method-specific fields of the sidecar (ULD: α, τ and the filter floor)."""
         return {}
 
+    def training_fields(self, args: UnlearnConfig, retain_columns: list[str]) -> dict[str, Any]:
+        """Method-specific entries of the sidecar's `training` record, given the columns of the prepared retain
+        rows (after `add_retain_columns`)."""
+        return {}
+
     def card_title(self, retain_loss: str | None) -> str:
         suffix = {"nll": " + gradient descent on retain", "kl": " + KL on retain"}.get(retain_loss or "none", "")
         return self.title + suffix

@@ -5,9 +5,10 @@ An assistant (the model's first K layers, its final norm and LM head, with a LoR
 distribution; at inference the unlearned logits are `target − α · assistant` on the target's plausible tokens
 (`unlearn_peft.logit_difference`). Defaults and where they depart from the paper: `UnlearnConfig`'s docstring.
 
-Opt-in (`plausible_retain_loss_weight > 0`, not in the paper): a second retain term asks the assistant to be flat on
-the target's plausible tokens, the only tokens where it is subtracted (`plausible_uniform_kl_loss`); those tokens are
-read from the target once, before training (`target_plausible_token_ids`).
+Not in the paper, on by default when the trainer holds the whole target (`plausible_retain_loss_weight`): a second
+retain term asks the assistant to be flat on the target's plausible tokens, the only tokens where it is subtracted
+(`plausible_uniform_kl_loss`); those tokens are read from the target once, before training
+(`target_plausible_token_ids`).
 """
 
 from __future__ import annotations
@@ -154,16 +155,18 @@ class ULD(UnlearningMethod):
     ) -> Dataset:
         """The target's plausible tokens at every retain answer position (column `plausible_token_ids`), for the
         plausible-set term; skipped when its weight is 0, when the filter is off (the set is then the vocabulary and
-        the paper's term already covers it), and, with a warning, when `model` holds only the assistant's layers."""
-        if args.plausible_retain_loss_weight == 0 or args.plausibility_threshold <= 0:
+        the paper's term already covers it), and when `model` holds only the assistant's layers (a warning if the
+        weight was set explicitly, a log line at the default)."""
+        if plausible_retain_loss_weight(args) == 0 or args.plausibility_threshold <= 0:
             return retain_tokens
         if is_truncated(model):
-            logger.warning(
+            explicit = args.plausible_retain_loss_weight is not None
+            (logger.warning if explicit else logger.info)(
                 "plausible_retain_loss_weight=%g needs the whole target's predictions on the retain answers, but the "
                 "model was loaded with only the assistant's layers: training with the paper's retain term alone, "
                 "which changes more retained answers (benchmarks/RESULTS.md). Pass the loaded model, or set "
                 "load_assistant_layers_only=False, to use it; set plausible_retain_loss_weight=0 to silence this.",
-                args.plausible_retain_loss_weight,
+                plausible_retain_loss_weight(args),
             )
             return retain_tokens
         token_ids = target_plausible_token_ids(
@@ -185,7 +188,12 @@ class ULD(UnlearningMethod):
         if retain.plausible_token_ids is None:
             return {}
         loss = plausible_uniform_kl_loss(answer, retain.plausible_token_ids, counts.retain_tokens)
-        return {"retain_plausible": (args.retain_loss_weight * args.plausible_retain_loss_weight, loss)}
+        return {"retain_plausible": (args.retain_loss_weight * plausible_retain_loss_weight(args), loss)}
+
+    def training_fields(self, args: UnlearnConfig, retain_columns: list[str]) -> dict[str, Any]:
+        """The plausible-set term's weight as trained: 0 when it was skipped."""
+        trained = PLAUSIBLE_TOKEN_IDS in retain_columns
+        return {"plausible_retain_loss_weight": plausible_retain_loss_weight(args) if trained else 0.0}
 
     def retain_loss_name(self, args: UnlearnConfig) -> str:
         return "uniform_kl"
@@ -207,6 +215,16 @@ PLAUSIBLE_TOKEN_IDS = "plausible_token_ids"
 MAX_PLAUSIBLE_TOKENS = 256
 """Most tokens kept per position for the plausible-set term: a larger set means a target unsure there, where the
 paper's term over the whole vocabulary already asks the same; the target's most probable ones are kept."""
+DEFAULT_PLAUSIBLE_RETAIN_LOSS_WEIGHT = 0.3
+"""`plausible_retain_loss_weight=None` with the whole target: measured at 0.3 and 1.0 on two small targets; 1.0 kept
+more retained answers but lowered held-out general knowledge below 0.95× (`benchmarks/RESULTS.md`)."""
+
+
+def plausible_retain_loss_weight(args: UnlearnConfig) -> float:
+    """The plausible-set term's weight relative to `retain_loss_weight`: the configured one, or the default."""
+    if args.plausible_retain_loss_weight is None:
+        return DEFAULT_PLAUSIBLE_RETAIN_LOSS_WEIGHT
+    return args.plausible_retain_loss_weight
 
 
 @torch.no_grad()
