@@ -35,6 +35,9 @@ class UnlearnConfig(TrainingArguments):
     - The paper's "10 epochs" assumes hundreds of forget rows. On a small forget set, 10 epochs is a few dozen
       steps, far from convergence, so training runs at least `min_train_steps` optimiser steps (extending the
       number of epochs when needed), and warns at the end when the assistant has not converged.
+    - Not in the paper: the retain term also asks the assistant to be flat on the target's plausible tokens
+      (`plausible_retain_loss_weight`, 0.3 with the whole target), the only tokens the subtraction reads; the
+      paper's term alone changed more retained answers (`benchmarks/RESULTS.md`).
 
     Baselines (`method` other than `"uld"`) train a LoRA adapter on every decoder layer of the model itself
     (r=16, alpha=32, dropout 0.05 on q/k/v/o/gate/up/down) with learning rate 1e-4: open-unlearning uses 1e-5 for
@@ -51,7 +54,7 @@ class UnlearnConfig(TrainingArguments):
         retain_loss (`str` or `None`, defaults to `None`):
             Retain term of a baseline: `"none"`, `"nll"` (gradient descent on retain) or `"kl"` (`KL(π_ref ‖ π)`
             on retain answer tokens). `None`: `"none"` for `ga`, `"nll"` for the others. ULD's retain term is
-            fixed (`KL(uniform ‖ p)`), so it must stay `None` there.
+            fixed (`KL(uniform ‖ p)`, plus `plausible_retain_loss_weight`'s term), so it must stay `None` there.
         beta (`float` or `None`, defaults to `None`):
             Inverse temperature of `npo` (0.1), `simnpo` (4.5) and `idk_dpo` (0.1); `None` uses those defaults.
         simnpo_delta (`float`, defaults to `0.0`):
