@@ -67,18 +67,19 @@ def question_answers(rows: list[dict]) -> list[dict[str, str]]:
 
 
 def memorised_model(
-    name: str, rows: list[dict], tokenizer, quick: bool, min_answer_probability: float
+    name: str, rows: list[dict], tokenizer, quick: bool, min_answer_probability: float, device: str = "cpu"
 ) -> tuple[PreTrainedModel, float]:
     """SmolLM2 fine-tuned until it has memorised `rows`, cached under `name` in the unlearn_peft cache directory and
-    rebuilt when missing (a tiny random model, one epoch, with `quick`); returns it and its mean answer probability."""
+    rebuilt when missing (a tiny random model, one epoch, with `quick`); returns it, on `device`, and its mean answer
+    probability."""
     if quick:
-        model = tiny_random_llama(tokenizer)
+        model = tiny_random_llama(tokenizer).to(device)
         return model, memorize(model, tokenizer, rows, min_answer_probability=0.0, max_epochs=1)
     directory = cache_dir() / "benchmarks" / name
     if (directory / "memorised.json").exists():
         probability = json.loads((directory / "memorised.json").read_text())["answer_probability"]
-        return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval(), probability
-    model = AutoModelForCausalLM.from_pretrained(smollm2_checkpoint(), dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).to(device).eval(), probability
+    model = AutoModelForCausalLM.from_pretrained(smollm2_checkpoint(), dtype=torch.float32).to(device)
     probability = memorize(model, tokenizer, rows, min_answer_probability=min_answer_probability)
     model.save_pretrained(directory)
     (directory / "memorised.json").write_text(json.dumps({"answer_probability": probability}) + "\n")

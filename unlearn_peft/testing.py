@@ -100,7 +100,8 @@ def memorize(
     Builds the situation unlearning is for (TOFU's fine-tuned targets, any model trained on the data to remove):
     training stops after the first epoch at which the mean answer probability `exp(−mean NLL)` reaches
     `min_answer_probability`. Answer tokens only count in the loss; rows are rendered as in training. Returns the
-    final mean answer probability; raises when `max_epochs` did not reach the goal. The model is left in eval mode.
+    final mean answer probability; raises when `max_epochs` did not reach the goal. The model is left in eval mode,
+    on its device (batches follow the model's device, so it trains on a GPU when the model is there).
     """
     examples = [
         tokenize_row(render_row(row, QUESTION_ANSWER, tokenizer, "memorised rows", index), tokenizer)
@@ -123,7 +124,10 @@ def memorize(
                 input_ids[row, : len(ids)] = torch.tensor(ids)
                 labels[row, len(prompt) : len(ids)] = torch.tensor(completion)
                 attention_mask[row, : len(ids)] = 1
-            loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+            device = next(model.parameters()).device
+            loss = model(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), labels=labels.to(device)
+            ).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
