@@ -1,26 +1,30 @@
-"""TOFU at a size a small machine can run: fine-tune a target and a retain model, unlearn, evaluate, plot.
+"""TOFU in small: a target that has memorised 20 fictitious authors, every method at its defaults, the baselines
+over a grid, and TOFU's forget quality and model utility.
 
-The TOFU protocol (Maini et al. 2024), shrunk to `--authors` fictitious authors (20 QA each):
+The TOFU protocol (Maini et al. 2024) at SmolLM2 size, with TOFU's forget01 forget set:
 
-1. Target: SmolLM2-135M-Instruct fine-tuned with LoRA (then merged) on every author's QA rows, rendered exactly as
-   unlearn_peft renders them (`unlearn_peft.data.tokenize_dataset`: chat template, loss on the answer only).
-2. Retain model: the same fine-tuning on the authors minus the `--forget-authors` forget authors.
-3. Unlearning of the forget authors from the target with `UnlearnTrainer` (`max_steps`): ULD and the baselines
-   GA, GD (ga + nll), NPO+GD, SimNPO and IdkDPO.
-4. `evaluate_tofu` on every model: forget = the forget authors' rows (with TOFU's paraphrased and perturbed
-   answers), retain / real_authors / world_facts subsets; forget quality against the retain model's evaluation.
-   `write_tofu_report` writes the per-model JSONs, `summary.md` and `forget_quality_vs_utility.png`.
+1. Target: SmolLM2-135M-Instruct fine-tuned on every weight on 20 TOFU authors (400 QA: TOFU's first 18 authors
+   and the 2 authors of forget01) until its mean answer probability is at least 0.9 (TOFU's fine-tuned models have
+   memorised their answers); rows are rendered as unlearn_peft renders them (chat template, loss on the answer).
+2. Retain model: the same fine-tuning on the 18 retain authors only (360 QA): TOFU's reference for forget quality.
+   Both are cached in the unlearn_peft cache directory (`$UNLEARN_PEFT_CACHE`, else `~/.cache/unlearn_peft`) and
+   rebuilt when missing.
+3. Unlearning the 2 forget authors (40 QA) from the target with `UnlearnTrainer`: ULD and every baseline (GA, GD,
+   KL, NPO+GD, SimNPO, IdkDPO) at the library's defaults, and each baseline over a grid of learning rate × epochs.
+   The unlearning's retain set is the retain authors' rows minus a validation split (`VALIDATION_ROWS_PER_AUTHOR`
+   rows per author).
+4. The grid point reported for each baseline is chosen by a fixed rule that reads only the validation split (never
+   a test metric): `SELECTION_RULE`.
+5. `evaluate_tofu` on every model and grid point: all 40 forget questions, every retain question outside the
+   validation split, all real_authors and world_facts questions; forget quality against the retain model.
+   `benchmarks/tofu_mini_report/`: one JSON per model, `summary.md`, `forget_quality_vs_utility.png` (every point),
+   `splits.png`; RESULTS.md gets the table and #15's goals, each with whether it was met.
 
-Authors: the retain authors are the first `authors − forget_authors` authors of `retain_perturbed.json` (TOFU's
-first 20 authors, with paraphrased / perturbed answers); the forget authors are the first ones of
-`forget10_perturbed.json` (TOFU's last 20 authors). Every author has 20 consecutive rows.
+Data: `benchmarks/data/tofu/` (TOFU rows, MIT; see its README) unless `--tofu` names the Hub or another copy.
 
-The fine-tuned target and retain models are cached under `~/.cache/unlearn_peft/tofu_mini/` (or
-`$UNLEARN_PEFT_CACHE/tofu_mini/`), keyed by their settings, so re-runs skip fine-tuning.
-
-    python benchmarks/tofu_mini.py                              # TOFU from the Hub; appends to RESULTS.md
-    python benchmarks/tofu_mini.py --tofu /path/to/tofu --authors 6   # a local copy of TOFU's JSON files
-    python benchmarks/tofu_mini.py --quick                      # tiny random model, fixture rows, seconds (CI)
+    python benchmarks/tofu_mini.py                   # the whole benchmark; a GPU when there is one
+    python benchmarks/tofu_mini.py --retain-authors 4 --grid-learning-rates 1e-4 1e-3 --grid-epochs 5
+    python benchmarks/tofu_mini.py --quick           # tiny random model, fixture rows, 1 step per run (CI)
 """
 
 from __future__ import annotations
@@ -28,62 +32,89 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from datasets import Dataset
-from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+from transformers import AutoTokenizer, PreTrainedModel
 
 from unlearn_peft import ULDModel, UnlearnConfig, UnlearnTrainer
-from unlearn_peft.data import TokenBatch, pad_sequences, tokenize_dataset
-from unlearn_peft.embedded import cache_dir, smollm2_checkpoint
+from unlearn_peft.embedded import smollm2_checkpoint
 from unlearn_peft.evaluation import answer_probability, evaluate_tofu, forget_quality, write_tofu_report
 from unlearn_peft.sources import load_rows
-from unlearn_peft.testing import tiny_random_llama
 
 try:
-    from ._common import append_results, markdown_table
+    from ._common import TOFU_FIXTURES, append_results, commit, machine, markdown_table
+    from ._targets import memorised_model
 except ImportError:  # run as a script
-    from _common import append_results, markdown_table
+    from _common import TOFU_FIXTURES, append_results, commit, machine, markdown_table
+    from _targets import memorised_model
 
-FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "tofu"
+BUNDLED_TOFU = Path(__file__).parent / "data" / "tofu"
+REPORT_DIR = Path(__file__).parent / "tofu_mini_report"
 ROWS_PER_AUTHOR = 20
-TOFU_CONFIGS = ("forget10_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-# (name, method, retain_loss); retain_loss None = the method's default.
-METHODS = [
-    ("ULD", "uld", None),
-    ("GA", "ga", "none"),
-    ("GD", "ga", "nll"),
-    ("NPO+GD", "npo", "nll"),
-    ("SimNPO", "simnpo", "nll"),
-    ("IdkDPO", "idk_dpo", "nll"),
-]
+FORGET_CONFIG = "forget01_perturbed"
+TOFU_CONFIGS = (FORGET_CONFIG, "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
+MEMORISED_PROBABILITY = 0.9
+VALIDATION_ROWS_PER_AUTHOR = 2
+KEPT_ON_VALIDATION = 0.95
+SELECTION_RULE = (
+    "among a baseline's grid points, ordered by learning rate × epochs (the update budget), the largest whose mean "
+    f"answer probability on the validation rows is at least {KEPT_ON_VALIDATION}× the target's; the smallest point "
+    "when none is"
+)
+BASELINES: dict[str, tuple[str, str]] = {
+    "GA": ("ga", "none"),
+    "GD": ("ga", "nll"),
+    "KL": ("ga", "kl"),
+    "NPO+GD": ("npo", "nll"),
+    "SimNPO": ("simnpo", "nll"),
+    "IdkDPO": ("idk_dpo", "nll"),
+}
+"""Baseline name → (`UnlearnConfig.method`, `retain_loss`)."""
+ULD_UTILITY_GOAL = 0.97
+ULD_FORGET_QUALITY_GOAL = 0.5
 
 
-def causal_lm_inputs(batch: TokenBatch) -> dict[str, torch.Tensor]:
-    """A padded batch as the keyword arguments of a causal LM's forward (the loss on the answer tokens)."""
-    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "labels": batch.labels}
+@dataclass
+class Splits:
+    """Rows of one run: training (target, retain model, unlearning), validation, and evaluation."""
+
+    forget: list[dict]
+    retain_train: list[dict]
+    validation: list[dict]
+    evaluation: dict[str, list[dict]]
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+@dataclass
+class Run:
+    """One unlearned model: its method, settings, training time, validation score and evaluation."""
+
+    name: str
+    method: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    validation_ratio: float = float("nan")
+    results: dict[str, Any] = field(default_factory=dict)
 
 
-def load_splits(options: argparse.Namespace) -> dict[str, list[dict]]:
-    """Rows of the retain authors, the forget authors and the evaluation subsets."""
+def question_answers(rows: list[dict]) -> list[dict[str, str]]:
+    return [{"question": row["question"], "answer": row["answer"]} for row in rows]
+
+
+def load_splits(options: argparse.Namespace) -> Splits:
+    """TOFU's rows cut into the benchmark's splits (checked to hold `--retain-authors` whole authors)."""
     if options.quick:
-        files = {
-            "forget10_perturbed": FIXTURES / "forget01_perturbed.json",
-            "retain_perturbed": FIXTURES / "retain_perturbed_head40.json",
-            "real_authors_perturbed": FIXTURES / "real_authors_perturbed_head4.json",
-            "world_facts_perturbed": FIXTURES / "world_facts_perturbed_head4.json",
+        read = {
+            FORGET_CONFIG: TOFU_FIXTURES / "forget01_perturbed.json",
+            "retain_perturbed": TOFU_FIXTURES / "retain_perturbed_head40.json",
+            "real_authors_perturbed": TOFU_FIXTURES / "real_authors_perturbed_head4.json",
+            "world_facts_perturbed": TOFU_FIXTURES / "world_facts_perturbed_head4.json",
         }
-        tofu = {config: read_jsonl(path) for config, path in files.items()}
+        tofu = {config: load_rows(str(path)).to_list() for config, path in read.items()}
     else:
         try:
             tofu = {config: load_rows(options.tofu, config, argument="--tofu").to_list() for config in TOFU_CONFIGS}
@@ -92,281 +123,412 @@ def load_splits(options: argparse.Namespace) -> dict[str, list[dict]]:
                 f"{error} Pass --tofu locuslab/TOFU (the Hub) or a directory holding {', '.join(TOFU_CONFIGS)} "
                 "as <config>.json files."
             ) from error
-    retain_authors = options.authors - options.forget_authors
-    retain = tofu["retain_perturbed"][: retain_authors * ROWS_PER_AUTHOR]
-    forget = tofu["forget10_perturbed"][: options.forget_authors * ROWS_PER_AUTHOR]
-    if len(retain) < retain_authors * ROWS_PER_AUTHOR or len(forget) < options.forget_authors * ROWS_PER_AUTHOR:
-        raise SystemExit(f"Not enough TOFU rows for {options.authors} authors in {options.tofu}.")
-    return {
-        "train_retain": retain,
-        "train_forget": forget,
-        "forget": forget[: options.eval_forget] if options.eval_forget else forget,
-        "retain": retain[: options.eval_retain],
-        "real_authors": tofu["real_authors_perturbed"][: options.eval_other],
-        "world_facts": tofu["world_facts_perturbed"][: options.eval_other],
+    retain_rows = tofu["retain_perturbed"][: options.retain_authors * ROWS_PER_AUTHOR]
+    if len(retain_rows) < options.retain_authors * ROWS_PER_AUTHOR:
+        raise SystemExit(
+            f"--retain-authors {options.retain_authors} needs {options.retain_authors * ROWS_PER_AUTHOR} rows of "
+            f"retain_perturbed; {options.tofu} has {len(retain_rows)}."
+        )
+    in_validation = [
+        index % ROWS_PER_AUTHOR >= ROWS_PER_AUTHOR - VALIDATION_ROWS_PER_AUTHOR for index in range(len(retain_rows))
+    ]
+    validation = [row for row, held_out in zip(retain_rows, in_validation, strict=True) if held_out]
+    retain_train = [row for row, held_out in zip(retain_rows, in_validation, strict=True) if not held_out]
+    forget = tofu[FORGET_CONFIG]
+    limit = options.eval_limit or None
+    evaluation = {
+        "forget": forget[:limit],
+        "retain": retain_train[:limit],
+        "real_authors": tofu["real_authors_perturbed"][:limit],
+        "world_facts": tofu["world_facts_perturbed"][:limit],
     }
+    return Splits(forget=forget, retain_train=retain_train, validation=validation, evaluation=evaluation)
 
 
-def qa(rows: list[dict]) -> list[dict[str, str]]:
-    return [{"question": r["question"], "answer": r["answer"]} for r in rows]
+def mean_answer_probability(model: PreTrainedModel, tokenizer, rows: list[dict]) -> float:
+    """`exp(mean answer-token log p)` averaged over `rows` (the quantity `memorize` brings to 0.9)."""
+    return sum(answer_probability(model, tokenizer, row["question"], row["answer"]) for row in rows) / len(rows)
 
 
-def fresh_base(options: argparse.Namespace, tokenizer):
-    if options.quick:
-        return tiny_random_llama(tokenizer)
-    return AutoModelForCausalLM.from_pretrained(smollm2_checkpoint())
-
-
-def fine_tune(rows: list[dict], options: argparse.Namespace, tokenizer, destination: Path, workdir: Path) -> float:
-    """LoRA fine-tuning of the base on `rows` (answer-only loss, unlearn_peft's rendering), merged and saved."""
+def cached_models(options: argparse.Namespace, splits: Splits, tokenizer) -> tuple[dict[str, float], float]:
+    """Fine-tune (or load from the cache) the target and the retain model, save both under the run's directory;
+    return the target's mean answer probability per row set, and the fine-tuning seconds (0 when cached)."""
     started = time.perf_counter()
-    model = fresh_base(options, tokenizer)
-    lora = LoraConfig(r=options.ft_rank, lora_alpha=2 * options.ft_rank, lora_dropout=0.0, target_modules=LORA_TARGETS)
-    model = get_peft_model(model, lora)
-    dataset = tokenize_dataset(Dataset.from_list(qa(rows)), tokenizer, max_length=256, name="fine-tuning rows")
-    args = TrainingArguments(
-        output_dir=str(workdir / "finetune"),
-        num_train_epochs=options.ft_epochs,
-        per_device_train_batch_size=options.batch_size,
-        learning_rate=options.ft_lr,
-        lr_scheduler_type="linear",
-        weight_decay=0.0,
-        logging_steps=10,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        seed=options.seed,
-    )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=lambda rows: causal_lm_inputs(pad_sequences(rows, tokenizer.pad_token_id)),
-    )
-    trainer.train()
-    merged = trainer.model.merge_and_unload()
-    destination.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(destination)
-    tokenizer.save_pretrained(destination)
-    seconds = time.perf_counter() - started
-    (destination / "fine_tune.json").write_text(json.dumps({"seconds": seconds, "rows": len(rows)}) + "\n")
-    return seconds
+    authors = f"{options.retain_authors}+2-authors-p{MEMORISED_PROBABILITY}"
+    memorised = {}
+    for name, rows in (("target", splits.retain_train + splits.validation + splits.forget), ("retain", None)):
+        rows = rows if rows is not None else splits.retain_train + splits.validation
+        model, _ = memorised_model(
+            f"tofu-mini-{name}-{authors}-seed{options.seed}",
+            question_answers(rows),
+            tokenizer,
+            options.quick,
+            MEMORISED_PROBABILITY,
+            device=options.device,
+        )
+        if name == "target":
+            memorised = {
+                "forget": mean_answer_probability(model, tokenizer, splits.forget),
+                "retain": mean_answer_probability(model, tokenizer, splits.retain_train),
+                "validation": mean_answer_probability(model, tokenizer, splits.validation),
+            }
+        model.cpu().save_pretrained(options.workdir / name)
+        del model
+        gc.collect()
+    return memorised, time.perf_counter() - started
 
 
-def cached_fine_tune(name: str, rows, options, tokenizer, models_dir: Path, workdir: Path) -> tuple[Path, float, bool]:
-    key = (
-        f"{name}-authors{options.authors}-forget{options.forget_authors}-epochs{options.ft_epochs}-lr{options.ft_lr}"
-        f"-r{options.ft_rank}-bs{options.batch_size}-seed{options.seed}"
-    )
-    destination = models_dir / key
-    if (destination / "fine_tune.json").exists():
-        return destination, json.loads((destination / "fine_tune.json").read_text())["seconds"], True
-    print(f"fine-tuning the {name} model on {len(rows)} rows ...", flush=True)
-    return destination, fine_tune(rows, options, tokenizer, destination, workdir), False
+def load_model(options: argparse.Namespace, name: str) -> PreTrainedModel:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(options.workdir / name, dtype=torch.float32).to(options.device).eval()
 
 
-def unlearn(name, method, retain_loss, splits, options, tokenizer, target_dir: Path, workdir: Path):
-    """Unlearn the forget authors from the target; return (model to evaluate, training seconds)."""
-    target = AutoModelForCausalLM.from_pretrained(target_dir)
-    steps = options.uld_steps if method == "uld" else options.unlearn_steps
-    learning_rate = {"learning_rate": options.uld_lr} if method == "uld" else {}
+def unlearn(options: argparse.Namespace, run: Run, splits: Splits, tokenizer) -> PreTrainedModel:
+    """Train `run` on the target; return the unlearned model (merged LoRA, or `ULDModel` for ULD)."""
+    output_dir = options.workdir / "runs" / run.name.replace(" ", "_")
+    settings = {**run.settings, **({"max_steps": 1} if options.quick else {})}
     args = UnlearnConfig(
-        output_dir=str(workdir / name),
-        method=method,
-        retain_loss=retain_loss,
-        max_steps=steps,
-        per_device_train_batch_size=options.batch_size,
-        max_length=256,
+        output_dir=str(output_dir),
+        method=run.method,
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        logging_steps=max(1, steps // 4),
+        use_cpu=options.device == "cpu",
         seed=options.seed,
-        **learning_rate,
+        **settings,
     )
+    target = load_model(options, "target")
     started = time.perf_counter()
     trainer = UnlearnTrainer(
         target,
         args=args,
-        forget_dataset=splits["train_forget"],  # with TOFU's paraphrased / perturbed columns (ULD augments)
-        retain_dataset=qa(splits["train_retain"]),
+        forget_dataset=splits.forget,  # with TOFU's columns: IdkDPO and ULD's optional augmentations read them
+        retain_dataset=question_answers(splits.retain_train),
         processing_class=tokenizer,
     )
     trainer.train()
-    seconds = time.perf_counter() - started
-    if method == "uld":
-        trainer.save_model(str(workdir / name / "adapter"))
+    run.train_seconds = time.perf_counter() - started
+    if run.method == "uld":
+        trainer.save_model(str(output_dir / "adapter"))
         del trainer, target
         gc.collect()
-        base = AutoModelForCausalLM.from_pretrained(target_dir)
-        return ULDModel.from_pretrained(workdir / name / "adapter", base_model=base), seconds
-    return trainer.model.merge_and_unload().eval(), seconds
+        return ULDModel.from_pretrained(output_dir / "adapter", base_model=load_model(options, "target")).eval()
+    return trainer.model.merge_and_unload().eval()
+
+
+def library_defaults(method: str, workdir: Path) -> tuple[float, float]:
+    """The learning rate and epochs `UnlearnConfig` gives `method` when they are not set."""
+    args = UnlearnConfig(output_dir=str(workdir / "defaults"), method=method, report_to="none", use_cpu=True)
+    return args.learning_rate, args.num_train_epochs
+
+
+def selected_point(runs: list[Run]) -> Run:
+    """`SELECTION_RULE` over one baseline's grid `runs` (validation ratios set)."""
+    ordered = sorted(runs, key=lambda run: (run.settings["learning_rate"] * run.settings["num_train_epochs"],))
+    kept = [run for run in ordered if run.validation_ratio >= KEPT_ON_VALIDATION]
+    return kept[-1] if kept else ordered[0]
+
+
+def plot_every_point(
+    retain_model: dict,
+    target: dict,
+    uld: Run,
+    defaults: dict[str, Run],
+    grids: dict[str, list[Run]],
+    chosen: dict[str, Run],
+    path: Path,
+) -> None:
+    """Forget quality against model utility: every baseline at its defaults (×) and at every grid point (dots, the
+    chosen one circled), ULD, the target and the retain model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 5))
+    for index, (name, runs) in enumerate(grids.items()):
+        colour = f"C{index}"
+        axis.scatter(
+            [run.results["model_utility"] for run in runs],
+            [run.results["forget_quality"] for run in runs],
+            color=colour,
+            s=18,
+            alpha=0.7,
+            label=f"{name} (grid)",
+        )
+        default = defaults[name]
+        axis.scatter(
+            default.results["model_utility"],
+            default.results["forget_quality"],
+            marker="x",
+            s=50,
+            color=colour,
+            label=f"{name} (defaults)",
+        )
+        point = chosen[name]
+        axis.scatter(
+            point.results["model_utility"],
+            point.results["forget_quality"],
+            s=110,
+            facecolors="none",
+            edgecolors=colour,
+        )
+    axis.scatter(
+        uld.results["model_utility"], uld.results["forget_quality"], marker="*", s=220, color="k", label="ULD"
+    )
+    for results, marker, label in ((target, "s", "target"), (retain_model, "D", "retain model")):
+        axis.scatter(results["model_utility"], results["forget_quality"], marker=marker, s=60, color="grey")
+        axis.annotate(
+            label,
+            (results["model_utility"], results["forget_quality"]),
+            xytext=(6, 4),
+            fontsize=8,
+            textcoords="offset points",
+        )
+    axis.set_xlabel("model utility")
+    axis.set_ylabel("forget quality (KS p-value, log scale)")
+    axis.set_yscale("log")
+    axis.set_ylim(top=1.5)
+    axis.set_title("TOFU in small: every run (circled: each baseline's chosen grid point)")
+    axis.legend(fontsize=7, loc="lower left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def shown_path(path: Path) -> str:
+    """`path` relative to the repository when inside it (RESULTS.md holds no machine's absolute paths)."""
+    resolved = path.resolve()
+    root = Path(__file__).resolve().parent.parent
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(resolved)
+
+
+def ratio_text(value: float, reference: float) -> str:
+    return f"{value / reference:.3f}" if reference else "–"
+
+
+def goal_lines(uld: Run, target: dict, chosen_grids: dict[str, list[Run]]) -> list[str]:
+    """#15's TOFU goals, each with its measured value and whether it was met."""
+    uld_quality, uld_utility = uld.results["forget_quality"], uld.results["model_utility"]
+    ratio = uld_utility / target["model_utility"] if target["model_utility"] else float("nan")
+    lines = [
+        f"- ULD forget quality ≥ {ULD_FORGET_QUALITY_GOAL}: {uld_quality:.3g} "
+        f"({'met' if uld_quality >= ULD_FORGET_QUALITY_GOAL else 'not met'}).",
+        f"- ULD model utility ≥ {ULD_UTILITY_GOAL}× the target's: {uld_utility:.4f} / {target['model_utility']:.4f} "
+        f"= {ratio:.3f}× ({'met' if ratio >= ULD_UTILITY_GOAL else 'not met'}).",
+    ]
+    for name, runs in chosen_grids.items():
+        at_least = [run for run in runs if run.results["model_utility"] >= uld_utility]
+        if not at_least:
+            lines.append(
+                f"- ULD above {name}'s best point at equal or higher utility: no {name} point reaches "
+                f"ULD's utility (met)."
+            )
+            continue
+        best = max(at_least, key=lambda run: run.results["forget_quality"])
+        met = uld_quality > best.results["forget_quality"]
+        lines.append(
+            f"- ULD above {name}'s best point at equal or higher utility ({best.name}: forget quality "
+            f"{best.results['forget_quality']:.3g}, utility {best.results['model_utility']:.4f}): "
+            f"{'met' if met else 'not met'}."
+        )
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="Tiny random model, fixture rows; no RESULTS.md.")
+    parser.add_argument("--quick", action="store_true", help="Tiny random model, fixture rows, 1 step; no RESULTS.md.")
     parser.add_argument(
         "--tofu",
-        default="locuslab/TOFU",
-        help="TOFU: the Hub dataset id, or a local directory holding its <config>.json files (JSON lines).",
-    )
-    parser.add_argument("--authors", type=int, default=10, help="Authors in the fine-tuning set (20 QA each).")
-    parser.add_argument("--forget-authors", type=int, default=1, help="Authors to unlearn (from forget10).")
-    parser.add_argument("--ft-epochs", type=float, default=2, help="Fine-tuning epochs (target and retain).")
-    parser.add_argument("--ft-lr", type=float, default=2e-3, help="Fine-tuning learning rate (LoRA).")
-    parser.add_argument("--ft-rank", type=int, default=32, help="Fine-tuning LoRA rank (alpha = 2 × rank).")
-    parser.add_argument("--batch-size", type=int, default=4, help="Batch size of fine-tuning and unlearning.")
-    parser.add_argument("--unlearn-steps", type=int, default=50, help="Optimiser steps of each baseline.")
-    parser.add_argument("--uld-steps", type=int, default=200, help="Optimiser steps of ULD's assistant.")
-    parser.add_argument(
-        "--uld-lr",
-        type=float,
-        default=3e-3,
-        help="ULD's learning rate (the demo's SmolLM2 setting; the library default 1e-3 left the assistant "
-        "unconverged after 150 steps here). The baselines use the library defaults (LoRA: 1e-4).",
+        default=str(BUNDLED_TOFU),
+        help="TOFU: a directory holding its <config>.json files (default: the rows in benchmarks/data/tofu), or the "
+        "Hub id locuslab/TOFU.",
     )
     parser.add_argument(
-        "--methods",
-        nargs="+",
-        default=[m[0] for m in METHODS],
-        help=f"Unlearning methods to run, among {[m[0] for m in METHODS]}.",
+        "--baselines", nargs="+", choices=list(BASELINES), default=list(BASELINES), help="Baselines to run."
     )
-    parser.add_argument("--eval-forget", type=int, default=0, help="Forget rows evaluated (0: all of them).")
-    parser.add_argument("--eval-retain", type=int, default=12, help="Retain rows evaluated.")
-    parser.add_argument("--eval-other", type=int, default=6, help="real_authors and world_facts rows evaluated.")
-    parser.add_argument("--max-new-tokens", type=int, default=24, help="Greedy answer length scored by ROUGE.")
-    parser.add_argument("--eval-batch-size", type=int, default=20, help="Generation batch size.")
-    parser.add_argument("--report-dir", default=str(Path(__file__).parent / "tofu_mini_report"), help="Report dir.")
+    parser.add_argument("--retain-authors", type=int, default=18, help="Retain authors (20 QA each); forget: 2.")
+    parser.add_argument(
+        "--grid-learning-rates", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3], help="Baselines' grid: lr."
+    )
+    parser.add_argument("--grid-epochs", type=float, nargs="+", default=[5, 10], help="Baselines' grid: epochs.")
+    parser.add_argument(
+        "--eval-limit", type=int, default=0, help="Evaluate only the first N questions of each split (0: all)."
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=48, help="Greedy answer length scored by ROUGE.")
+    parser.add_argument("--eval-batch-size", type=int, default=16, help="Generation batch size.")
+    parser.add_argument("--report-dir", default=str(REPORT_DIR), help="Where the report is written.")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda.")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (default 1: the machine is shared); 0: torch's own."
-    )
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's own choice).")
     options = parser.parse_args()
     if options.quick:
-        options.authors, options.forget_authors, options.ft_epochs = 2, 1, 1
-        options.unlearn_steps = options.uld_steps = 1
-        options.methods = [m[0] for m in METHODS]  # exercise every method
-        options.eval_forget, options.eval_retain, options.eval_other, options.max_new_tokens = 3, 2, 1, 2
-    unknown = set(options.methods) - {m[0] for m in METHODS}
-    if unknown:
-        parser.error(f"unknown methods {sorted(unknown)}; choose among {[m[0] for m in METHODS]}")
+        options.retain_authors, options.eval_limit, options.max_new_tokens = 1, 2, 2
+        options.grid_learning_rates, options.grid_epochs = [1e-4, 1e-3], [1]
     if options.threads:
         torch.set_num_threads(options.threads)
     run_started = time.perf_counter()
     torch.manual_seed(options.seed)
     tokenizer = AutoTokenizer.from_pretrained(smollm2_checkpoint())
     splits = load_splits(options)
-    eval_splits = {name: splits[name] for name in ("forget", "retain", "real_authors", "world_facts")}
+    timings: dict[str, float] = {}
 
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        models_dir = workdir / "models" if options.quick else cache_dir() / "tofu_mini"
-        report_dir = workdir / "report" if options.quick else Path(options.report_dir)
-        target_dir, target_seconds, target_cached = cached_fine_tune(
-            "target", qa(splits["train_retain"] + splits["train_forget"]), options, tokenizer, models_dir, workdir
-        )
-        retain_dir, retain_seconds, retain_cached = cached_fine_tune(
-            "retain", qa(splits["train_retain"]), options, tokenizer, models_dir, workdir
-        )
+        options.workdir = Path(tmp)
+        report_dir = options.workdir / "report" if options.quick else Path(options.report_dir)
+        memorised, timings["fine-tuning target and retain model"] = cached_models(options, splits, tokenizer)
 
-        def evaluate(model, name, retain_results=None):
-            started = time.perf_counter()
-            results = evaluate_tofu(
+        def evaluate(model, name: str, retain_results: dict | None) -> dict:
+            return evaluate_tofu(
                 model,
                 tokenizer,
-                eval_splits,
+                splits.evaluation,
                 retain_model_results=retain_results,
                 model_name=name,
                 max_new_tokens=options.max_new_tokens,
                 batch_size=options.eval_batch_size,
             )
-            print(f"evaluated {name} in {time.perf_counter() - started:.0f} s", flush=True)
-            return results
 
-        base = fresh_base(options, tokenizer)
-        base_forget_probability = sum(
-            answer_probability(base, tokenizer, r["question"], r["answer"]) for r in splits["forget"]
-        ) / len(splits["forget"])
-        del base
-        retain_results = evaluate(AutoModelForCausalLM.from_pretrained(retain_dir).eval(), "retain model")
-        retain_results = {**retain_results, "train_seconds": retain_seconds}
+        started = time.perf_counter()
+        retain_results = evaluate(load_model(options, "retain"), "retain model", None)
         ratios = [q["truth_ratio"] for q in retain_results["splits"]["forget"]["per_question"]]
         retain_results["forget_quality"] = forget_quality(ratios, ratios)  # 1 by definition: the reference
-        all_results = [retain_results]
-        target = AutoModelForCausalLM.from_pretrained(target_dir).eval()
-        all_results.append({**evaluate(target, "target", retain_results), "train_seconds": target_seconds})
+        target = load_model(options, "target")
+        target_validation = mean_answer_probability(target, tokenizer, splits.validation)
+        target_results = evaluate(target, "target", retain_results)
         del target
-        for name, method, retain_loss in METHODS:
-            if name not in options.methods:
-                continue
-            print(f"unlearning with {name} ...", flush=True)
-            model, seconds = unlearn(name, method, retain_loss, splits, options, tokenizer, target_dir, workdir)
-            print(f"{name}: trained in {seconds:.0f} s", flush=True)
-            all_results.append({**evaluate(model, name, retain_results), "train_seconds": seconds})
+        timings["evaluating target and retain model"] = time.perf_counter() - started
+
+        def train_and_evaluate(run: Run) -> Run:
+            print(f"unlearning: {run.name} ...", flush=True)
+            model = unlearn(options, run, splits, tokenizer)
+            run.validation_ratio = mean_answer_probability(model, tokenizer, splits.validation) / target_validation
+            started = time.perf_counter()
+            run.results = evaluate(model, run.name, retain_results)
+            run.results["train_seconds"] = run.train_seconds
+            run.results["validation_ratio"] = run.validation_ratio
+            timings["evaluating unlearned models"] = timings.get("evaluating unlearned models", 0.0) + (
+                time.perf_counter() - started
+            )
+            timings["unlearning"] = timings.get("unlearning", 0.0) + run.train_seconds
+            print(
+                f"{run.name}: trained in {run.train_seconds:.0f} s, forget quality "
+                f"{run.results['forget_quality']:.3g}, utility {run.results['model_utility']:.4f}",
+                flush=True,
+            )
             del model
             gc.collect()
-        written = write_tofu_report(all_results, report_dir)
+            return run
+
+        uld = train_and_evaluate(Run("ULD", "uld"))
+        defaults: dict[str, Run] = {}
+        grids: dict[str, list[Run]] = {}
+        for name in options.baselines:
+            method, retain_loss = BASELINES[name]
+            defaults[name] = train_and_evaluate(Run(f"{name} (defaults)", method, {"retain_loss": retain_loss}))
+            default_point = library_defaults(method, options.workdir)
+            grids[name] = []
+            for lr in options.grid_learning_rates:
+                for epochs in options.grid_epochs:
+                    settings = {"retain_loss": retain_loss, "learning_rate": lr, "num_train_epochs": epochs}
+                    run = Run(f"{name} lr {lr:g}, {epochs:g} ep", method, settings)
+                    if (lr, epochs) == default_point and not options.quick:  # trained already: the same run
+                        run.train_seconds, run.validation_ratio = (
+                            defaults[name].train_seconds,
+                            defaults[name].validation_ratio,
+                        )
+                        run.results = {**defaults[name].results, "model_name": run.name}
+                        grids[name].append(run)
+                    else:
+                        grids[name].append(train_and_evaluate(run))
+        chosen = {name: selected_point(runs) for name, runs in grids.items()}
+
+        headline = [retain_results, target_results, uld.results]
+        for name in options.baselines:
+            headline += [
+                defaults[name].results,
+                {**chosen[name].results, "model_name": f"{name} chosen: {chosen[name].name.removeprefix(name + ' ')}"},
+            ]
+        written = write_tofu_report(headline, report_dir)
+        grid_dir = report_dir / "grid"
+        grid_dir.mkdir(parents=True, exist_ok=True)
+        for runs in grids.values():
+            for run in runs:
+                stem = run.name.replace(" ", "_").replace(",", "")
+                (grid_dir / f"{stem}.json").write_text(json.dumps(run.results, indent=2) + "\n", encoding="utf-8")
+        plot_every_point(
+            retain_results, target_results, uld, defaults, grids, chosen, written["forget_quality_vs_utility"]
+        )
         total = time.perf_counter() - run_started
 
-        rows = []
-        for results in all_results:
-            rows.append(
-                [
-                    results["model_name"],
-                    f"{results['forget_quality']:.3g}",
-                    f"{results['model_utility']:.3f}",
-                    f"{results['splits']['forget']['probability']:.3f}",
-                    f"{results['splits']['forget']['rouge']:.3f}",
-                    f"{results['splits']['retain']['rouge']:.3f}",
-                    f"{results['train_seconds']:.0f}",
-                ]
-            )
         header = [
             "model",
             "forget quality",
             "model utility",
+            "utility ÷ target",
             "forget prob.",
             "forget ROUGE",
             "retain ROUGE",
+            "validation ÷ target",
             "train s",
         ]
-        table = markdown_table(header, rows)
-        summary = (
-            f"{options.authors} authors ({options.authors * ROWS_PER_AUTHOR} QA), {options.forget_authors} forget "
-            f"author(s) ({len(splits['train_forget'])} QA). Evaluated: forget {len(splits['forget'])}, "
-            f"retain {len(eval_splits['retain'])}, "
-            f"real_authors {len(eval_splits['real_authors'])}, world_facts {len(eval_splits['world_facts'])} "
-            f"questions, {options.max_new_tokens} new tokens. Fine-tuning: LoRA r={options.ft_rank} on all layers, "
-            f"{options.ft_epochs:g} epochs, lr {options.ft_lr:g}, batch {options.batch_size}, merged"
-            f"{' (cached)' if target_cached and retain_cached else ''}. Unlearning: batch {options.batch_size}, "
-            f"{options.unlearn_steps} steps per baseline at the library's default lr, {options.uld_steps} for ULD "
-            f"at lr "
-            f"{options.uld_lr:g}.\n\n"
-            f"Forget-answer probability: base model {base_forget_probability:.3f}, target "
-            f"{all_results[1]['splits']['forget']['probability']:.3f}, retain model "
-            f"{retain_results['splits']['forget']['probability']:.3f}.\n\n"
-            f"Plot: `{os.path.relpath(written['forget_quality_vs_utility'])}`. Whole run: {total:.0f} s "
-            f"(fine-tuning {'cached' if target_cached else f'{target_seconds:.0f} s'} target, "
-            f"{'cached' if retain_cached else f'{retain_seconds:.0f} s'} retain)."
+
+        def row(results: dict) -> list[str]:
+            return [
+                results["model_name"],
+                f"{results['forget_quality']:.3g}",
+                f"{results['model_utility']:.4f}",
+                ratio_text(results["model_utility"], target_results["model_utility"]),
+                f"{results['splits']['forget']['probability']:.3f}",
+                f"{results['splits']['forget']['rouge']:.3f}",
+                f"{results['splits']['retain']['rouge']:.3f}",
+                f"{results['validation_ratio']:.3f}" if "validation_ratio" in results else "–",
+                f"{results['train_seconds']:.0f}" if "train_seconds" in results else "–",
+            ]
+
+        table = markdown_table(header, [row(results) for results in headline])
+        grid_table = markdown_table(header, [row(run.results) for runs in grids.values() for run in runs])
+        goals = goal_lines(uld, target_results, grids)
+        base_name = "a tiny random model" if options.quick else "SmolLM2-135M-Instruct"
+        memorised_met = memorised["forget"] >= MEMORISED_PROBABILITY
+        evaluation_sizes = ", ".join(f"{split} {len(rows)}" for split, rows in splits.evaluation.items())
+        notes = (
+            f"Target: {base_name} fine-tuned on every weight on {options.retain_authors + 2} TOFU authors "
+            f"({len(splits.retain_train) + len(splits.validation) + len(splits.forget)} QA) until its mean answer "
+            f"probability reached {MEMORISED_PROBABILITY}; its answer probability: forget "
+            f"**{memorised['forget']:.3f}** ({'≥' if memorised_met else 'below'} {MEMORISED_PROBABILITY}), retain "
+            f"{memorised['retain']:.3f}, validation {memorised['validation']:.3f}. Retain model: the same on the "
+            f"{options.retain_authors} retain authors. Forget: TOFU's forget01 ({len(splits.forget)} QA); "
+            f"unlearning's retain set: {len(splits.retain_train)} QA; validation: {len(splits.validation)} QA "
+            f"({VALIDATION_ROWS_PER_AUTHOR} per retain author, in the target's fine-tuning, never in unlearning "
+            f"or the test metrics). Evaluated questions: {evaluation_sizes}; greedy answers of "
+            f"{options.max_new_tokens} new tokens. Every method at the library's defaults; each baseline also over "
+            f"learning rate {options.grid_learning_rates} × epochs {options.grid_epochs}, the point reported chosen "
+            f"by this rule: {SELECTION_RULE}. Whole run {total / 60:.0f} min on {machine()} "
+            + "("
+            + ", ".join(f"{phase} {seconds / 60:.1f} min" for phase, seconds in timings.items())
+            + f"). Commit {commit()}.\n\n#15's goals on this benchmark:\n\n"
+            + "\n".join(goals)
+            + f"\n\nEvery grid point:\n\n{grid_table}\n\nReport and plot (every point): `{shown_path(report_dir)}`."
         )
         print(table)
-        print(summary)
+        print(notes)
         summary_json = {
-            "table": [dict(zip(header, row, strict=True)) for row in rows],
-            "base_forget_probability": base_forget_probability,
+            "table": [dict(zip(header, row(results), strict=True)) for results in headline],
+            "grid": {name: [run.name for run in runs] for name, runs in grids.items()},
+            "chosen": {name: run.name for name, run in chosen.items()},
+            "goals": goals,
+            "memorised": memorised,
             "total_seconds": total,
-            "report": {k: str(v) for k, v in written.items()},
+            "report": {key: str(value) for key, value in written.items()},
         }
         print("JSON " + json.dumps(summary_json))
         if not options.quick:
             append_results(
-                f"TOFU mini, SmolLM2-135M-Instruct, {options.authors} authors, forget {options.forget_authors}",
+                f"TOFU in small: {options.retain_authors + 2} authors, forget01, every method and the baselines' "
+                "grid, SmolLM2-135M-Instruct",
                 table,
-                summary,
+                notes,
             )
 
 

@@ -1,5 +1,6 @@
 """The benchmark scripts' quick modes run in CI so they never rot (timings are not asserted here)."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -70,22 +71,65 @@ def test_train_cost_quick_mode(smollm2_path):
 def test_tofu_mini_quick_mode(smollm2_path):
     result = run_quick("tofu_mini.py")
     summary = json_line(result.stdout)
+    baselines = ["GA", "GD", "KL", "NPO+GD", "SimNPO", "IdkDPO"]
     models = [row["model"] for row in summary["table"]]
-    assert models == ["retain model", "target", "ULD", "GA", "GD", "NPO+GD", "SimNPO", "IdkDPO"]
+    assert models[:3] == ["retain model", "target", "ULD"]
+    # each baseline at its defaults, then the grid point the validation rule chose
+    assert models[3::2] == [f"{name} (defaults)" for name in baselines]
+    assert models[4::2] == [f"{name} chosen: {summary['chosen'][name].removeprefix(name + ' ')}" for name in baselines]
+    assert summary["grid"] == {name: [f"{name} lr 0.0001, 1 ep", f"{name} lr 0.001, 1 ep"] for name in baselines}
     for row in summary["table"]:
-        assert set(row) == {
-            "model",
-            "forget quality",
-            "model utility",
-            "forget prob.",
-            "forget ROUGE",
-            "retain ROUGE",
-            "train s",
-        }
         assert 0 <= float(row["forget quality"]) <= 1
     assert summary["table"][0]["forget quality"] == "1"  # the retain model against itself
+    assert len(summary["goals"]) == 2 + len(baselines)
     assert summary["report"]["forget_quality_vs_utility"].endswith(".png")
     assert summary["total_seconds"] > 0
+
+
+@pytest.fixture(scope="module")
+def tofu_mini():
+    """benchmarks/tofu_mini.py as a module (it imports its siblings as a script does)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("tofu_mini", BENCHMARKS / "tofu_mini.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["tofu_mini"] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+        sys.modules.pop("tofu_mini", None)
+
+
+def grid_run(tofu_mini, lr: float, epochs: float, validation_ratio: float = 1.0, quality=0.0, utility=0.0):
+    run = tofu_mini.Run(f"GA lr {lr:g}, {epochs:g} ep", "ga", {"learning_rate": lr, "num_train_epochs": epochs})
+    run.validation_ratio = validation_ratio
+    run.results = {"forget_quality": quality, "model_utility": utility}
+    return run
+
+
+def test_tofu_mini_selection_rule_reads_only_the_validation_ratio(tofu_mini):
+    """The largest update budget (lr × epochs) that keeps ≥ 0.95× on validation; the smallest when none does."""
+    small = grid_run(tofu_mini, 1e-4, 5, validation_ratio=0.99, quality=1e-9, utility=0.2)
+    middle = grid_run(tofu_mini, 1e-3, 5, validation_ratio=0.951, quality=1e-6, utility=0.1)
+    large = grid_run(tofu_mini, 1e-3, 10, validation_ratio=0.949, quality=0.9, utility=0.9)  # best test metrics
+    assert tofu_mini.selected_point([large, small, middle]) is middle
+    small.validation_ratio = middle.validation_ratio = 0.5
+    assert tofu_mini.selected_point([large, middle, small]) is small
+
+
+def test_tofu_mini_goal_compares_uld_with_each_baselines_best_point_at_its_utility(tofu_mini):
+    uld = grid_run(tofu_mini, 1e-3, 1, quality=0.55, utility=0.40)
+    target = {"model_utility": 0.41}
+    weak_but_useful = grid_run(tofu_mini, 1e-4, 5, quality=0.60, utility=0.50)
+    strong_but_broken = grid_run(tofu_mini, 1e-3, 10, quality=0.90, utility=0.30)  # below ULD's utility: ignored
+    lines = tofu_mini.goal_lines(uld, target, {"GA": [weak_but_useful, strong_but_broken]})
+    assert lines[0] == "- ULD forget quality ≥ 0.5: 0.55 (met)."
+    assert lines[1].endswith("= 0.976× (met).")  # 0.40 / 0.41
+    assert "GA lr 0.0001, 5 ep: forget quality 0.6, utility 0.5000): not met." in lines[2]
+    weak_but_useful.results["forget_quality"] = 0.5
+    assert tofu_mini.goal_lines(uld, target, {"GA": [weak_but_useful, strong_but_broken]})[2].endswith("): met.")
+    assert tofu_mini.goal_lines(uld, target, {"GA": [strong_but_broken]})[2].endswith("ULD's utility (met).")
 
 
 def test_tofu_mini_names_a_missing_tofu_copy(tmp_path):
@@ -97,7 +141,7 @@ def test_tofu_mini_names_a_missing_tofu_copy(tmp_path):
     )
     assert result.returncode == 1
     assert f"--tofu='{tmp_path / 'no-tofu'}'" in result.stderr and "does not exist" in result.stderr
-    assert "Pass --tofu locuslab/TOFU (the Hub) or a directory holding forget10_perturbed" in result.stderr
+    assert "Pass --tofu locuslab/TOFU (the Hub) or a directory holding forget01_perturbed" in result.stderr
     assert "Traceback" not in result.stderr
 
 
