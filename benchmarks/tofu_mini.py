@@ -152,7 +152,8 @@ def mean_answer_probability(model: PreTrainedModel, tokenizer, rows: list[dict])
 
 def cached_models(options: argparse.Namespace, splits: Splits, tokenizer) -> tuple[dict[str, float], float]:
     """Fine-tune (or load from the cache) the target and the retain model, save both under the run's directory;
-    return the target's mean answer probability per row set, and the fine-tuning seconds (0 when cached)."""
+    return the target's mean answer probability per row set, and the seconds it took (loading and scoring only
+    when both were cached)."""
     started = time.perf_counter()
     authors = f"{options.retain_authors}+2-authors-p{MEMORISED_PROBABILITY}"
     memorised = {}
@@ -202,7 +203,7 @@ def unlearn(options: argparse.Namespace, run: Run, splits: Splits, tokenizer) ->
     trainer = UnlearnTrainer(
         target,
         args=args,
-        forget_dataset=splits.forget,  # with TOFU's columns: IdkDPO and ULD's optional augmentations read them
+        forget_dataset=splits.forget,  # with TOFU's columns, which ULD's optional augmentations read
         retain_dataset=question_answers(splits.retain_train),
         processing_class=tokenizer,
     )
