@@ -363,6 +363,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's own choice).")
     options = parser.parse_args()
+    if options.retain_authors < 1:
+        parser.error(f"--retain-authors {options.retain_authors}: at least 1 (its rows give the validation split)")
     if options.quick:
         options.retain_authors, options.eval_limit, options.max_new_tokens = 1, 2, 2
         options.grid_learning_rates, options.grid_epochs = [1e-4, 1e-3], [1]

@@ -145,6 +145,23 @@ def test_tofu_mini_names_a_missing_tofu_copy(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_tofu_mini_names_a_retain_author_count_it_cannot_serve():
+    """More retain authors than the bundled rows hold, or none, is refused before any model loads."""
+    for value, expected in (
+        ("19", "--retain-authors 19 needs 380 rows of retain_perturbed;"),
+        ("0", "--retain-authors 0: at least 1"),
+    ):
+        result = subprocess.run(
+            [sys.executable, str(BENCHMARKS / "tofu_mini.py"), "--retain-authors", value],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode in (1, 2)
+        assert expected in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_gpu_check_quick_mode_runs_every_check(smollm2_path):
     """The CUDA checks' script runs end to end on CPU (tiny shapes), so it is ready when a GPU machine is lent."""
     result = run_quick("gpu_check.py")
