@@ -48,10 +48,10 @@ from unlearn_peft.sources import load_rows
 
 try:
     from ._common import TOFU_FIXTURES, append_results, commit, machine, markdown_table
-    from ._targets import memorised_model
+    from ._targets import memorised_model, question_answers
 except ImportError:  # run as a script
     from _common import TOFU_FIXTURES, append_results, commit, machine, markdown_table
-    from _targets import memorised_model
+    from _targets import memorised_model, question_answers
 
 BUNDLED_TOFU = Path(__file__).parent / "data" / "tofu"
 REPORT_DIR = Path(__file__).parent / "tofu_mini_report"
@@ -99,10 +99,6 @@ class Run:
     train_seconds: float = 0.0
     validation_ratio: float = float("nan")
     results: dict[str, Any] = field(default_factory=dict)
-
-
-def question_answers(rows: list[dict]) -> list[dict[str, str]]:
-    return [{"question": row["question"], "answer": row["answer"]} for row in rows]
 
 
 def load_splits(options: argparse.Namespace) -> Splits:
