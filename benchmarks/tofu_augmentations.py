@@ -35,7 +35,7 @@ from transformers import AutoTokenizer, PreTrainedModel
 from unlearn_peft import ULDModel, UnlearnConfig, UnlearnTrainer
 from unlearn_peft.embedded import smollm2_checkpoint
 from unlearn_peft.evaluation.generation import greedy_answers
-from unlearn_peft.evaluation.probability import answer_probability
+from unlearn_peft.evaluation.probability import answer_probabilities, answer_probability
 from unlearn_peft.evaluation.rouge import rouge_l_recall
 from unlearn_peft.evaluation.tofu import forget_quality, truth_ratio
 
@@ -90,7 +90,7 @@ def forget_truth_ratios(model, tokenizer, forget: list[dict[str, Any]]) -> list[
 
 
 def probabilities(model, tokenizer, pairs: list[tuple[str, str]]) -> list[float]:
-    return [answer_probability(model, tokenizer, question, answer) for question, answer in pairs]
+    return answer_probabilities(model, tokenizer, pairs)
 
 
 def scores(model, tokenizer, splits: dict[str, list[tuple[str, str]]], forget, retain_ratios) -> dict[str, Any]:

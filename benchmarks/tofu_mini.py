@@ -43,7 +43,7 @@ from transformers import AutoTokenizer, PreTrainedModel
 
 from unlearn_peft import ULDModel, UnlearnConfig, UnlearnTrainer
 from unlearn_peft.embedded import smollm2_checkpoint
-from unlearn_peft.evaluation import answer_probability, evaluate_tofu, forget_quality, write_tofu_report
+from unlearn_peft.evaluation import answer_probabilities, evaluate_tofu, forget_quality, write_tofu_report
 from unlearn_peft.sources import load_rows
 
 try:
@@ -143,7 +143,8 @@ def load_splits(options: argparse.Namespace) -> Splits:
 
 def mean_answer_probability(model: PreTrainedModel, tokenizer, rows: list[dict]) -> float:
     """`exp(mean answer-token log p)` averaged over `rows` (the quantity `memorize` brings to 0.9)."""
-    return sum(answer_probability(model, tokenizer, row["question"], row["answer"]) for row in rows) / len(rows)
+    pairs = [(row["question"], row["answer"]) for row in rows]
+    return sum(answer_probabilities(model, tokenizer, pairs)) / len(rows)
 
 
 def cached_models(options: argparse.Namespace, splits: Splits, tokenizer) -> tuple[dict[str, float], float]:

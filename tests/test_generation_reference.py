@@ -4,7 +4,8 @@ The reference never uses a KV cache and never calls `generate`: each step runs `
 sequence so far (left padding handled with the usual position ids), so a cache that drifts between the two stacks,
 or a cache keyword one stack does not receive, shows up as a mismatch. Checked on tiny random models of every
 architecture the library claims, plus a 4-bit Llama, for greedy (batch 1 and left-padded batch), beam search and
-seeded sampling, and the two stacks' cache lengths after generation.
+seeded sampling, and the two stacks' cache lengths after generation; and the batched answer probabilities TOFU's
+evaluation scores against each pair's own unpadded forward pass.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from unlearn_peft import UnlearnTrainer
 from unlearn_peft.cache import ULDCache
+from unlearn_peft.data import QUESTION_ANSWER, render_row, tokenize_row
+from unlearn_peft.evaluation import answer_probabilities, answer_probability
 from unlearn_peft.modeling import ULDModel
 from unlearn_peft.testing import tiny_random_causal_lm
 
@@ -220,3 +223,22 @@ def test_forward_is_target_minus_filtered_assistant_of_the_stacks_own_logits(uld
     actual = uld_model(**left_padded).logits.float()
     tolerance = logit_tolerance(uld_model)
     torch.testing.assert_close(actual, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_batched_answer_probabilities_equal_each_pair_scored_alone(uld_model, tokenizer, tofu_forget):
+    """Right-padded, length-sorted batches give each pair the probability of its own unpadded forward pass."""
+    pairs = [(row["question"], answer) for row in tofu_forget[:3] for answer in row["perturbed_answer"][:2]]
+    pairs.insert(2, (tofu_forget[3]["question"], "No."))  # a much shorter answer shares a batch with long ones
+    expected = []
+    with torch.no_grad():
+        for question, answer in pairs:
+            rendered = render_row({"question": question, "answer": answer}, QUESTION_ANSWER, tokenizer, "test", 0)
+            prompt_ids, answer_ids = tokenize_row(rendered, tokenizer)
+            logits = uld_model(input_ids=torch.tensor([prompt_ids + answer_ids])).logits[0].double()
+            answer_logits = logits[len(prompt_ids) - 1 : -1]
+            token_log_probs = answer_logits[range(len(answer_ids)), answer_ids] - answer_logits.logsumexp(-1)
+            expected.append(float(token_log_probs.mean().exp()))
+    assert answer_probabilities(uld_model, tokenizer, pairs, batch_size=3) == pytest.approx(expected, rel=1e-4)
+    assert answer_probability(uld_model, tokenizer, *pairs[2]) == pytest.approx(expected[2], rel=1e-4)
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        answer_probabilities(uld_model, tokenizer, pairs, batch_size=0)

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .command_line import OneLineArgumentParser
 from .config import UnlearnConfig
-from .evaluation import answer_probability, greedy_answers
+from .evaluation import answer_probabilities, greedy_answers
 from .modeling import ULDModel
 from .sources import embedded_fact, embedded_rows, resolve_model_name
 from .trainer import UnlearnTrainer
@@ -43,7 +43,7 @@ def _qa(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def mean_probabilities(model, tokenizer, forget, retain) -> dict[str, float]:
     def mean(rows, question_key):
-        values = [answer_probability(model, tokenizer, row[question_key], row["answer"]) for row in rows]
+        values = answer_probabilities(model, tokenizer, [(row[question_key], row["answer"]) for row in rows])
         return sum(values) / len(values)
 
     return {

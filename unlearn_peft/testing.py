@@ -14,7 +14,7 @@ from transformers import (
 )
 
 from .data import QUESTION_ANSWER, render_row, tokenize_row
-from .evaluation import answer_probability
+from .evaluation import answer_probabilities
 
 
 def tiny_random_llama(
@@ -133,7 +133,9 @@ def memorize(
             optimizer.zero_grad()
         model.eval()
         with torch.no_grad():
-            values = [answer_probability(model, tokenizer, row["question"], row["answer"]) for row in rows]
+            values = answer_probabilities(
+                model, tokenizer, [(row["question"], row["answer"]) for row in rows], batch_size=batch_size
+            )
         probability = sum(values) / len(values)
         if probability >= min_answer_probability:
             return probability

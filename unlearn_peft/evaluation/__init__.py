@@ -16,7 +16,7 @@ from .muse import (
     verbmem,
 )
 from .muse_eval import evaluate_muse, load_muse_results
-from .probability import answer_probability
+from .probability import answer_probabilities, answer_probability
 from .report import muse_summary_markdown, summary_markdown, write_muse_report, write_tofu_report
 from .results import MUSE_RESULTS_SCHEMA
 from .rouge import rouge_l_f1, rouge_l_recall
@@ -37,6 +37,7 @@ __all__ = [
     "MODEL_UTILITY_KEYS",
     "MUSE_RESULTS_SCHEMA",
     "GenerationScores",
+    "answer_probabilities",
     "answer_probability",
     "auc_member_vs_nonmember",
     "evaluate_muse",

@@ -2,26 +2,73 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data import QUESTION_ANSWER, render_row, tokenize_row
 
 
 @torch.no_grad()
+def answer_probabilities(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    question_answers: Sequence[tuple[str, str]],
+    *,
+    batch_size: int = 8,
+    description: str | None = None,
+) -> list[float]:
+    r"""`p = exp(−mean NLL of the answer tokens | question)` of each `(question, answer)` pair, batched.
+
+    Rows are rendered as in training (chat template if any) and right-padded with an attention mask, so every real
+    token sees exactly the positions it sees alone; pairs are grouped by length to keep padding small and returned
+    in input order. Works on any causal LM whose forward returns `.logits`: a plain model, a PEFT model or a
+    `ULDModel`. (Maini et al. 2024, "TOFU: A Task of Fictitious Unlearning for LLMs", §2.2.)
+
+    Args:
+        model: the causal LM to score.
+        tokenizer: its tokenizer.
+        question_answers: `(question, answer)` pairs.
+        batch_size: sequences per forward pass.
+        description: a progress-bar label; no bar when `None`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"answer_probabilities: batch_size must be at least 1, got {batch_size}.")
+    tokenized = [
+        tokenize_row(
+            render_row({"question": question, "answer": answer}, QUESTION_ANSWER, tokenizer, "evaluation", index),
+            tokenizer,
+        )
+        for index, (question, answer) in enumerate(question_answers)
+    ]
+    device = next(model.parameters()).device
+    # Right padding leaves real tokens untouched whatever the pad id; eos or 0 serve when there is no pad token.
+    pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+    order = sorted(range(len(tokenized)), key=lambda index: len(tokenized[index][0]) + len(tokenized[index][1]))
+    probabilities = [0.0] * len(tokenized)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc=description, leave=False, disable=description is None):
+        batch = order[start : start + batch_size]
+        width = max(len(tokenized[index][0]) + len(tokenized[index][1]) for index in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, index in enumerate(batch):
+            ids = tokenized[index][0] + tokenized[index][1]
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention_mask[row, : len(ids)] = 1
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+        for row, index in enumerate(batch):
+            prompt_ids, completion_ids = tokenized[index]
+            predicting = logits[row, len(prompt_ids) - 1 : len(prompt_ids) + len(completion_ids) - 1].float()
+            targets = torch.tensor(completion_ids, device=logits.device)[:, None]
+            probabilities[index] = float(torch.log_softmax(predicting, dim=-1).gather(-1, targets).mean().exp())
+    return probabilities
+
+
 def answer_probability(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, question: str, answer: str
 ) -> float:
-    r"""`p = exp(−mean NLL of the answer tokens | question)`, rendered as in training (chat template if any).
-
-    Works on any causal LM whose forward returns `.logits`: a plain model, a PEFT model or a `ULDModel`.
-    (Maini et al. 2024, "TOFU: A Task of Fictitious Unlearning for LLMs", §2.2.)
-    """
-    rendered = render_row({"question": question, "answer": answer}, QUESTION_ANSWER, tokenizer, "evaluation", 0)
-    prompt_ids, completion_ids = tokenize_row(rendered, tokenizer)
-    device = next(model.parameters()).device
-    input_ids = torch.tensor([prompt_ids + completion_ids], device=device)
-    logits = model(input_ids=input_ids).logits
-    log_probs = torch.log_softmax(logits[0, len(prompt_ids) - 1 : -1].float(), dim=-1)
-    targets = torch.tensor(completion_ids, device=device)[:, None]
-    return float(log_probs.gather(-1, targets).mean().exp())
+    r"""`p = exp(−mean NLL of the answer tokens | question)` of one pair (see [`answer_probabilities`])."""
+    return answer_probabilities(model, tokenizer, [(question, answer)])[0]

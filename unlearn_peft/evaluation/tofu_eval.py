@@ -9,12 +9,11 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..utils import eval_mode
 from .generation import greedy_answers
-from .probability import answer_probability
+from .probability import answer_probabilities
 from .results import TOFU_RESULTS_SCHEMA, read_results
 from .rouge import rouge_l_recall
 from .tofu import (
@@ -62,24 +61,33 @@ def _evaluate_split(
         batch_size=batch_size,
         description=f"TOFU {split}: generating",
     )
-    per_question = []
-    for index, row in enumerate(tqdm(rows, desc=f"TOFU {split}: scoring", leave=False)):
-        question, answer = questions[index], answers[index]
+    # Every answer of the split in one batched pass: the answer, its perturbed answers, the paraphrase (if any).
+    perturbed_answers = []
+    for index, row in enumerate(rows):
         perturbed = _required(row, "perturbed_answer", split, index)
-        perturbed = [perturbed] if isinstance(perturbed, str) else list(perturbed)
-        probability = answer_probability(model, tokenizer, question, answer)
-        perturbed_probabilities = [answer_probability(model, tokenizer, question, p) for p in perturbed]
+        perturbed_answers.append([perturbed] if isinstance(perturbed, str) else list(perturbed))
+    scored: list[tuple[str, str]] = []
+    for index, row in enumerate(rows):
+        scored.append((questions[index], answers[index]))
+        scored.extend((questions[index], wrong) for wrong in perturbed_answers[index])
         if split in PARAPHRASE_SPLITS:
-            reference = answer_probability(
-                model, tokenizer, question, _required(row, "paraphrased_answer", split, index)
-            )
+            scored.append((questions[index], _required(row, "paraphrased_answer", split, index)))
+    probabilities = iter(
+        answer_probabilities(model, tokenizer, scored, batch_size=batch_size, description=f"TOFU {split}: scoring")
+    )
+    per_question = []
+    for index, answer in enumerate(answers):
+        probability = next(probabilities)
+        perturbed_probabilities = [next(probabilities) for _ in perturbed_answers[index]]
+        if split in PARAPHRASE_SPLITS:
+            reference = next(probabilities)
             reported_probability = probability
         else:
             reference = probability
             reported_probability = normalised_probability(probability, perturbed_probabilities)
         per_question.append(
             {
-                "question": question,
+                "question": questions[index],
                 "answer": answer,
                 "generated": generated[index],
                 "probability": reported_probability,
@@ -142,7 +150,7 @@ def evaluate_tofu(
             same forget questions; gives `forget_quality`.
         model_name: a label for reports and plots.
         max_new_tokens: length of the greedy answers scored by ROUGE.
-        batch_size: generation batch size.
+        batch_size: sequences per forward pass, in generation and in scoring.
 
     Returns:
         `{"schema", "model_name", "splits": {name: {probability, rouge, truth_ratio, per_question: [...]}},
