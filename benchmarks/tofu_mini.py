@@ -24,6 +24,7 @@ Data: `benchmarks/data/tofu/` (TOFU rows, MIT; see its README) unless `--tofu` n
 
     python benchmarks/tofu_mini.py                   # the whole benchmark; a GPU when there is one
     python benchmarks/tofu_mini.py --retain-authors 4 --grid-learning-rates 1e-4 1e-3 --grid-epochs 5
+    python benchmarks/tofu_mini.py --runs-dir tofu-runs  # keep each evaluation; run again to resume or extend
     python benchmarks/tofu_mini.py --quick           # tiny random model, fixture rows, 1 step per run (CI)
 """
 
@@ -99,6 +100,47 @@ class Run:
     train_seconds: float = 0.0
     validation_ratio: float = float("nan")
     results: dict[str, Any] = field(default_factory=dict)
+
+
+class RunStore:
+    """Evaluations kept in `--runs-dir`, one JSON per model, reused by a later run with the same settings.
+
+    A run at the issue's size takes hours on a CPU; with a runs directory an interrupted run resumes, and a run with
+    more baselines or grid points trains only what is new. A kept evaluation is reused only when everything that
+    decides it matches: the benchmark's settings (data, sizes, seed, device), the memorised target's answer
+    probabilities (a rebuilt target differs) and the run's method and settings. Each JSON records the commit that
+    produced it; the report counts what was reused.
+    """
+
+    def __init__(self, directory: str | None, settings: dict[str, Any]) -> None:
+        self.directory = Path(directory) if directory else None
+        self.settings = settings
+        self.reused: list[str] = []
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        return self.directory / f"{name.replace(' ', '_').replace(',', '').replace('/', '_')}.json"
+
+    def load(self, name: str, run_settings: dict[str, Any]) -> dict[str, Any] | None:
+        """The kept evaluation of `name` when its settings are these, else `None`."""
+        if self.directory is None or not self._path(name).exists():
+            return None
+        kept = json.loads(self._path(name).read_text(encoding="utf-8"))
+        if kept.get("benchmark") != {**self.settings, "run": run_settings}:
+            print(f"{name}: kept in {self.directory} with other settings; training it again", flush=True)
+            return None
+        print(f"{name}: reusing its evaluation from {self.directory} (commit {kept.get('commit')})", flush=True)
+        self.reused.append(f"{name} ({kept.get('commit')})")
+        return kept
+
+    def save(self, name: str, run_settings: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+        """Keep `results` (with the settings and commit that produced them, which it returns them with)."""
+        if self.directory is None:
+            return results
+        kept = {**results, "benchmark": {**self.settings, "run": run_settings}, "commit": commit()}
+        self._path(name).write_text(json.dumps(kept, indent=2) + "\n", encoding="utf-8")
+        return kept
 
 
 def load_splits(options: argparse.Namespace) -> Splits:
@@ -356,6 +398,12 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48, help="Greedy answer length scored by ROUGE.")
     parser.add_argument("--eval-batch-size", type=int, default=16, help="Generation batch size.")
     parser.add_argument("--report-dir", default=str(REPORT_DIR), help="Where the report is written.")
+    parser.add_argument(
+        "--runs-dir",
+        default=None,
+        help="Keep each model's evaluation here and reuse those kept with the same settings, so an interrupted or "
+        "extended run resumes (default: nothing kept).",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's own choice).")
@@ -377,6 +425,19 @@ def main() -> None:
         options.workdir = Path(tmp)
         report_dir = options.workdir / "report" if options.quick else Path(options.report_dir)
         memorised, timings["fine-tuning target and retain model"] = cached_models(options, splits, tokenizer)
+        store = RunStore(
+            options.runs_dir,
+            {
+                "tofu": "bundled" if Path(options.tofu) == BUNDLED_TOFU else options.tofu,
+                "quick": options.quick,
+                "retain_authors": options.retain_authors,
+                "eval_limit": options.eval_limit,
+                "max_new_tokens": options.max_new_tokens,
+                "seed": options.seed,
+                "device": options.device,
+                "target_answer_probabilities": memorised,
+            },
+        )
 
         def evaluate(model, name: str, retain_results: dict | None) -> dict:
             return evaluate_tofu(
@@ -390,16 +451,30 @@ def main() -> None:
             )
 
         started = time.perf_counter()
-        retain_results = evaluate(load_model(options, "retain"), "retain model", None)
-        ratios = [q["truth_ratio"] for q in retain_results["splits"]["forget"]["per_question"]]
-        retain_results["forget_quality"] = forget_quality(ratios, ratios)  # 1 by definition: the reference
+        retain_results = store.load("retain model", {"model": "retain"})
+        if retain_results is None:
+            retain_results = evaluate(load_model(options, "retain"), "retain model", None)
+            ratios = [q["truth_ratio"] for q in retain_results["splits"]["forget"]["per_question"]]
+            retain_results["forget_quality"] = forget_quality(ratios, ratios)  # 1 by definition: the reference
+            retain_results = store.save("retain model", {"model": "retain"}, retain_results)
         target = load_model(options, "target")
         target_validation = mean_answer_probability(target, tokenizer, splits.validation)
-        target_results = evaluate(target, "target", retain_results)
+        target_results = store.load("target", {"model": "target"})
+        if target_results is None:
+            target_results = store.save("target", {"model": "target"}, evaluate(target, "target", retain_results))
         del target
         timings["evaluating target and retain model"] = time.perf_counter() - started
 
         def train_and_evaluate(run: Run) -> Run:
+            run_settings = {"method": run.method, **run.settings}
+            kept = store.load(run.name, run_settings)
+            if kept is not None:
+                run.results, run.train_seconds, run.validation_ratio = (
+                    kept,
+                    kept["train_seconds"],
+                    kept["validation_ratio"],
+                )
+                return run
             print(f"unlearning: {run.name} ...", flush=True)
             model = unlearn(options, run, splits, tokenizer)
             run.validation_ratio = mean_answer_probability(model, tokenizer, splits.validation) / target_validation
@@ -407,6 +482,7 @@ def main() -> None:
             run.results = evaluate(model, run.name, retain_results)
             run.results["train_seconds"] = run.train_seconds
             run.results["validation_ratio"] = run.validation_ratio
+            run.results = store.save(run.name, run_settings, run.results)
             timings["evaluating unlearned models"] = timings.get("evaluating unlearned models", 0.0) + (
                 time.perf_counter() - started
             )
@@ -507,7 +583,14 @@ def main() -> None:
             f"by this rule: {SELECTION_RULE}. Whole run {total / 60:.0f} min on {machine()} "
             + "("
             + ", ".join(f"{phase} {seconds / 60:.1f} min" for phase, seconds in timings.items())
-            + f"). Commit {commit()}.\n\n#15's goals on this benchmark:\n\n"
+            + f"). Commit {commit()}."
+            + (
+                f" Reused from `--runs-dir` (trained and evaluated by an earlier run with the same settings; its "
+                f"training seconds are that run's, the phase times above exclude them): {', '.join(store.reused)}."
+                if store.reused
+                else ""
+            )
+            + "\n\n#15's goals on this benchmark:\n\n"
             + "\n".join(goals)
             + f"\n\nEvery grid point:\n\n{grid_table}\n\nReport and plot (every point): `{shown_path(report_dir)}`."
         )
@@ -520,6 +603,7 @@ def main() -> None:
             "goals": goals,
             "memorised": memorised,
             "total_seconds": total,
+            "reused": store.reused,
             "report": {key: str(value) for key, value in written.items()},
         }
         print("JSON " + json.dumps(summary_json))

@@ -68,9 +68,10 @@ def test_train_cost_quick_mode(smollm2_path):
     assert "vocabulary-sized (LM head, losses):" in result.stdout and "decoder layers:" in result.stdout
 
 
-def test_tofu_mini_quick_mode(smollm2_path):
-    result = run_quick("tofu_mini.py")
+def test_tofu_mini_quick_mode(smollm2_path, tmp_path):
+    result = run_quick("tofu_mini.py", "--runs-dir", str(tmp_path / "runs"))
     summary = json_line(result.stdout)
+    assert summary["reused"] == []
     baselines = ["GA", "GD", "KL", "NPO+GD", "SimNPO", "IdkDPO"]
     models = [row["model"] for row in summary["table"]]
     assert models[:3] == ["retain model", "target", "ULD"]
@@ -84,6 +85,31 @@ def test_tofu_mini_quick_mode(smollm2_path):
     assert len(summary["goals"]) == 2 + len(baselines)
     assert summary["report"]["forget_quality_vs_utility"].endswith(".png")
     assert summary["total_seconds"] > 0
+
+    # Run again with one baseline: every evaluation comes from --runs-dir, none is trained again.
+    again = json_line(run_quick("tofu_mini.py", "--runs-dir", str(tmp_path / "runs"), "--baselines", "GA").stdout)
+    assert [name.rsplit(" (", 1)[0] for name in again["reused"]] == [
+        "retain model",
+        "target",
+        "ULD",
+        "GA (defaults)",
+        "GA lr 0.0001, 1 ep",
+        "GA lr 0.001, 1 ep",
+    ]
+    assert again["table"] == summary["table"][:5]
+
+
+def test_tofu_mini_runs_dir_reuses_only_an_evaluation_with_the_same_settings(tofu_mini, tmp_path, capsys):
+    settings = {"retain_authors": 2, "target_answer_probabilities": {"forget": 0.96}}
+    tofu_mini.RunStore(str(tmp_path), settings).save("GA lr 0.001, 5 ep", {"learning_rate": 1e-3}, {"utility": 0.3})
+    store = tofu_mini.RunStore(str(tmp_path), settings)
+    assert store.load("GA lr 0.001, 5 ep", {"learning_rate": 1e-3})["utility"] == 0.3
+    assert store.load("GA lr 0.001, 5 ep", {"learning_rate": 1e-4}) is None  # another run's settings
+    rebuilt_target = {**settings, "target_answer_probabilities": {"forget": 0.95}}
+    assert tofu_mini.RunStore(str(tmp_path), rebuilt_target).load("GA lr 0.001, 5 ep", {"learning_rate": 1e-3}) is None
+    assert tofu_mini.RunStore(None, settings).load("GA lr 0.001, 5 ep", {"learning_rate": 1e-3}) is None
+    assert store.reused == [f"GA lr 0.001, 5 ep ({tofu_mini.commit()})"]
+    assert "kept in" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
