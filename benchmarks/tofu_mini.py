@@ -126,7 +126,11 @@ class RunStore:
         """The kept evaluation of `name` when its settings are these, else `None`."""
         if self.directory is None or not self._path(name).exists():
             return None
-        kept = json.loads(self._path(name).read_text(encoding="utf-8"))
+        try:
+            kept = json.loads(self._path(name).read_text(encoding="utf-8"))
+        except json.JSONDecodeError:  # a run stopped while writing it
+            print(f"{name}: {self._path(name)} is not readable JSON; training it again", flush=True)
+            return None
         if kept.get("benchmark") != {**self.settings, "run": run_settings}:
             print(f"{name}: kept in {self.directory} with other settings; training it again", flush=True)
             return None

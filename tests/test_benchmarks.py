@@ -110,6 +110,9 @@ def test_tofu_mini_runs_dir_reuses_only_an_evaluation_with_the_same_settings(tof
     assert tofu_mini.RunStore(None, settings).load("GA lr 0.001, 5 ep", {"learning_rate": 1e-3}) is None
     assert store.reused == [f"GA lr 0.001, 5 ep ({tofu_mini.commit()})"]
     assert "kept in" in capsys.readouterr().out
+    (tmp_path / "GA_lr_0.001_5_ep.json").write_text('{"utility": 0.')  # a run stopped while writing it
+    assert store.load("GA lr 0.001, 5 ep", {"learning_rate": 1e-3}) is None
+    assert "is not readable JSON; training it again" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
