@@ -8,7 +8,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..data import QUESTION_ANSWER, render_row, tokenize_row
+from ..answer_tokens import IGNORE_INDEX, AnswerTokens
+from ..data import QUESTION_ANSWER, pad_sequences, render_row, tokenize_row
+from ..losses import sequence_log_probs
 
 
 @torch.no_grad()
@@ -48,22 +50,17 @@ def answer_probabilities(
     pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
     order = sorted(range(len(tokenized)), key=lambda index: len(tokenized[index][0]) + len(tokenized[index][1]))
     probabilities = [0.0] * len(tokenized)
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=description, leave=False, disable=description is None):
-        batch = order[start : start + batch_size]
-        width = max(len(tokenized[index][0]) + len(tokenized[index][1]) for index in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, index in enumerate(batch):
-            ids = tokenized[index][0] + tokenized[index][1]
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention_mask[row, : len(ids)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
-        for row, index in enumerate(batch):
-            prompt_ids, completion_ids = tokenized[index]
-            predicting = logits[row, len(prompt_ids) - 1 : len(prompt_ids) + len(completion_ids) - 1].float()
-            targets = torch.tensor(completion_ids, device=logits.device)[:, None]
-            probabilities[index] = float(torch.log_softmax(predicting, dim=-1).gather(-1, targets).mean().exp())
+    for start in tqdm(range(0, len(order), batch_size), desc=description, leave=False, disable=description is None):
+        batch_indices = order[start : start + batch_size]
+        rows = [
+            {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer}
+            for prompt, answer in (tokenized[index] for index in batch_indices)
+        ]
+        batch = pad_sequences(rows, pad_id)
+        logits = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)).logits
+        sums, counts = sequence_log_probs(AnswerTokens.from_logits(logits, batch.labels.to(logits.device)))
+        for index, probability in zip(batch_indices, (sums / counts).exp().tolist(), strict=True):
+            probabilities[index] = probability
     return probabilities
 
 
