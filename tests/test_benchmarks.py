@@ -39,6 +39,7 @@ def json_line(stdout: str) -> dict:
         "uld_7b_shape.py",
         "truncated_load.py",
         "tofu_augmentations.py",
+        "tofu_scoring.py",
     ],
 )
 def test_benchmark_quick_mode_runs(script, smollm2_path):
