@@ -25,6 +25,7 @@ Data: `benchmarks/data/tofu/` (TOFU rows, MIT; see its README) unless `--tofu` n
     python benchmarks/tofu_mini.py                   # the whole benchmark; a GPU when there is one
     python benchmarks/tofu_mini.py --retain-authors 4 --grid-learning-rates 1e-4 1e-3 --grid-epochs 5
     python benchmarks/tofu_mini.py --runs-dir tofu-runs  # keep each evaluation; run again to resume or extend
+    python benchmarks/tofu_mini.py --retain-authors 6 --baselines  # ULD only, against the target and retain model
     python benchmarks/tofu_mini.py --quick           # tiny random model, fixture rows, 1 step per run (CI)
 """
 
@@ -389,7 +390,11 @@ def main() -> None:
         "Hub id locuslab/TOFU.",
     )
     parser.add_argument(
-        "--baselines", nargs="+", choices=list(BASELINES), default=list(BASELINES), help="Baselines to run."
+        "--baselines",
+        nargs="*",
+        choices=list(BASELINES),
+        default=list(BASELINES),
+        help="Baselines to run; `--baselines` with none: ULD, the target and the retain model only.",
     )
     parser.add_argument("--retain-authors", type=int, default=18, help="Retain authors (20 QA each); forget: 2.")
     parser.add_argument(

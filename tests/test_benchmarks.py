@@ -99,6 +99,12 @@ def test_tofu_mini_quick_mode(smollm2_path, tmp_path):
     ]
     assert again["table"] == summary["table"][:5]
 
+    # `--baselines` with none: ULD against the target and the retain model, nothing else trained or reported.
+    uld_only = json_line(run_quick("tofu_mini.py", "--runs-dir", str(tmp_path / "runs"), "--baselines").stdout)
+    assert [name.rsplit(" (", 1)[0] for name in uld_only["reused"]] == ["retain model", "target", "ULD"]
+    assert uld_only["table"] == summary["table"][:3]
+    assert uld_only["grid"] == {} and len(uld_only["goals"]) == 2
+
 
 def test_tofu_mini_runs_dir_reuses_only_an_evaluation_with_the_same_settings(tofu_mini, tmp_path, capsys):
     settings = {"retain_authors": 2, "target_answer_probabilities": {"forget": 0.96}}
