@@ -158,3 +158,57 @@ def test_mass_weighting_leaves_a_flat_assistant_without_effect_and_a_sure_one_al
     unweighted = uld_logits(target, sure, 0.6, 1e-2, 1)
     assert weighted.argmax() == unweighted.argmax() != 0
     torch.testing.assert_close(weighted, unweighted, rtol=0, atol=0.1)
+
+
+def test_one_sided_subtraction_clips_the_centred_assistant_at_zero():
+    """`z_T − α · max(0, f(z_A))` with `f` computed by hand in float64; the head-on-plausible-rows path and the
+    mass-weighted path give the same clipped values."""
+    target, assistant = _logits(0), _logits(1)
+    alpha, tau, floor = 0.75, 1e-2, 4
+    mask = plausible_token_mask(target, tau, floor)
+    log_probs = torch.log_softmax(assistant.double(), dim=-1)
+    expected = target.double().clone()
+    raised = False
+    for b in range(target.shape[0]):
+        for t in range(target.shape[1]):
+            plausible = mask[b, t]
+            centred = log_probs[b, t][plausible] - log_probs[b, t][plausible].mean()
+            raised |= bool((centred < 0).any())
+            expected[b, t][plausible] -= alpha * centred.clamp(min=0)
+    one_sided = uld_logits(target, assistant, alpha, tau, floor, one_sided_subtraction=True)
+    torch.testing.assert_close(one_sided.double(), expected, rtol=0, atol=1e-4)
+    assert raised  # the unclipped formula raises some token here: the clip has work to do
+    assert (one_sided <= target + 1e-6).all()  # never raises a token
+    assert (uld_logits(target, assistant, alpha, tau, floor) > target + 1e-3).any()  # the plain formula does
+
+    torch.manual_seed(0)
+    head = nn.Linear(8, 17, bias=True)
+    hidden = torch.randn(2, 3, 8)
+    torch.testing.assert_close(
+        uld_logits(target, hidden, alpha, tau, floor, lm_head=head, one_sided_subtraction=True),
+        uld_logits(target, head(hidden), alpha, tau, floor, one_sided_subtraction=True),
+    )
+    probabilities = torch.softmax(head(hidden).double(), dim=-1)
+    weighted = uld_logits(
+        target, head(hidden), alpha, tau, floor, weight_by_assistant_mass=True, one_sided_subtraction=True
+    )
+    clipped = torch.log(probabilities) - (torch.log(probabilities) * mask).sum(-1, keepdim=True) / mask.sum(-1, True)
+    mass = (probabilities * mask).sum(-1, keepdim=True)
+    torch.testing.assert_close(
+        weighted.double(), target.double() - alpha * mass * (clipped.clamp(min=0) * mask), rtol=0, atol=1e-4
+    )
+
+
+def test_one_sided_subtraction_keeps_the_targets_order_among_the_tokens_the_assistant_rejects():
+    """A memorised target (its answer far above the runners-up) and an assistant that remembers the answer and
+    holds noise far below uniform among the runners-up: plain ULD picks the runner-up the assistant finds least
+    likely, the one-sided version the target's own second choice."""
+    vocab_size = 100
+    target = torch.full((vocab_size,), -30.0)
+    target[:4] = torch.tensor([0.0, -8.0, -9.0, -10.0])  # answer, then the target's runners-up in order
+    assistant = torch.full((vocab_size,), -5.0)
+    assistant[:4] = torch.tensor([15.0, -10.0, -12.0, -25.0])  # remembers the answer; rejects token 3 the most
+    plain = uld_logits(target, assistant, 1.0, 1e-2, 4)
+    one_sided = uld_logits(target, assistant, 1.0, 1e-2, 4, one_sided_subtraction=True)
+    assert plain.argmax() == 3
+    assert one_sided.argmax() == 1

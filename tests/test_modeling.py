@@ -76,8 +76,8 @@ def test_version_1_sidecar_loads_with_the_documented_floor(tiny_adapter, tmp_pat
     old = tmp_path / "v1"
     shutil.copytree(adapter_dir, old)
     sidecar = json.loads((old / SIDECAR_NAME).read_text())
-    assert sidecar["schema_version"] == 3 and sidecar["min_tokens_to_keep"] == DEFAULT_MIN_TOKENS_TO_KEEP
-    del sidecar["min_tokens_to_keep"], sidecar["weight_by_assistant_mass"]
+    assert sidecar["schema_version"] == 4 and sidecar["min_tokens_to_keep"] == DEFAULT_MIN_TOKENS_TO_KEEP
+    del sidecar["min_tokens_to_keep"], sidecar["weight_by_assistant_mass"], sidecar["one_sided_subtraction"]
     sidecar["schema_version"] = 1
     (old / SIDECAR_NAME).write_text(json.dumps(sidecar))
     assert ULDModel.from_pretrained(old).min_tokens_to_keep == DEFAULT_MIN_TOKENS_TO_KEEP
@@ -92,7 +92,7 @@ def test_mass_weighting_from_the_sidecar_in_forward_and_generation(tiny_adapter,
     shutil.copytree(adapter_dir, old)
     sidecar = json.loads((old / SIDECAR_NAME).read_text())
     assert sidecar["weight_by_assistant_mass"] is False
-    del sidecar["weight_by_assistant_mass"]
+    del sidecar["weight_by_assistant_mass"], sidecar["one_sided_subtraction"]
     sidecar["schema_version"] = 2
     (old / SIDECAR_NAME).write_text(json.dumps(sidecar))
     assert ULDModel.from_pretrained(old).weight_by_assistant_mass is False
@@ -114,6 +114,51 @@ def test_mass_weighting_from_the_sidecar_in_forward_and_generation(tiny_adapter,
     assert json.loads((tmp_path / "weighted" / SIDECAR_NAME).read_text())["weight_by_assistant_mass"] is True
     reloaded = ULDModel.from_pretrained(tmp_path / "weighted")
     assert reloaded.weight_by_assistant_mass is True
+    input_ids = prompts["input_ids"][1:, :][:, prompts["attention_mask"][1].bool()]
+    generated = reloaded.generate(input_ids, max_new_tokens=6, do_sample=False)
+    decoded = input_ids
+    with torch.no_grad():
+        for _ in range(6):
+            decoded = torch.cat([decoded, reloaded(decoded).logits[:, -1:].argmax(-1)], dim=-1)
+    assert torch.equal(generated, decoded)
+
+
+def test_one_sided_subtraction_from_the_sidecar_in_forward_and_generation(tiny_adapter, tmp_path, prompts):
+    """Off by default and for version-3 sidecars; on by override or sidecar, where forward equals the formula applied
+    to the target's and the assistant's own logits, and greedy generation equals decoding with full forwards."""
+    _, adapter_dir = tiny_adapter
+    assert ULDModel.from_pretrained(adapter_dir).one_sided_subtraction is False
+    old = tmp_path / "v3"
+    shutil.copytree(adapter_dir, old)
+    sidecar = json.loads((old / SIDECAR_NAME).read_text())
+    assert sidecar["one_sided_subtraction"] is False
+    del sidecar["one_sided_subtraction"]
+    sidecar["schema_version"] = 3
+    (old / SIDECAR_NAME).write_text(json.dumps(sidecar))
+    assert ULDModel.from_pretrained(old).one_sided_subtraction is False
+
+    model = ULDModel.from_pretrained(
+        adapter_dir, one_sided_subtraction=True, plausibility_threshold=0.95, min_tokens_to_keep=3
+    )
+    with torch.no_grad():
+        target = model.target(**prompts).logits
+        assistant = model.assistant(**prompts).logits
+        log_probs = torch.log_softmax(assistant.double(), dim=-1)
+        mask = target.double() >= torch.minimum(
+            target.double().amax(-1, keepdim=True) + torch.log(torch.tensor(0.95, dtype=torch.float64)),
+            target.double().topk(3, dim=-1).values[..., -1:],
+        )
+        centred = log_probs - (log_probs * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True)
+        expected = target.double() - model.assistant_weight * centred.clamp(min=0) * mask
+        two_sided = target.double() - model.assistant_weight * centred * mask
+        logits = model(**prompts).logits
+    torch.testing.assert_close(logits.double(), expected, rtol=0, atol=1e-5)
+    assert not torch.allclose(expected, two_sided, atol=1e-3)  # the clip changes something here
+
+    model.save_pretrained(tmp_path / "one_sided")
+    assert json.loads((tmp_path / "one_sided" / SIDECAR_NAME).read_text())["one_sided_subtraction"] is True
+    reloaded = ULDModel.from_pretrained(tmp_path / "one_sided")
+    assert reloaded.one_sided_subtraction is True
     input_ids = prompts["input_ids"][1:, :][:, prompts["attention_mask"][1].bool()]
     generated = reloaded.generate(input_ids, max_new_tokens=6, do_sample=False)
     decoded = input_ids

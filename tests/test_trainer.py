@@ -107,7 +107,7 @@ def test_training_changes_only_lora_and_saves_assistant_adapter(
     sidecar = json.loads((tmp_path / "adapter" / SIDECAR_NAME).read_text())
     assert sidecar["method"] == "uld" and sidecar["assistant_num_layers"] == 2
     assert sidecar["assistant_weight"] == 0.6 and sidecar["plausibility_threshold"] == 0.01
-    assert sidecar["weight_by_assistant_mass"] is False
+    assert sidecar["weight_by_assistant_mass"] is False and sidecar["one_sided_subtraction"] is False
     assert sidecar["base_model_fingerprint"] == {
         "architecture": "LlamaForCausalLM",
         "model_type": "llama",
@@ -115,7 +115,7 @@ def test_training_changes_only_lora_and_saves_assistant_adapter(
         "hidden_size": 64,
         "vocab_size": len(tokenizer),
     }
-    assert sidecar["library_version"] and sidecar["schema_version"] == 3
+    assert sidecar["library_version"] and sidecar["schema_version"] == 4
 
 
 def test_gradient_accumulation_matches_one_large_batch(tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain):

@@ -87,6 +87,13 @@ class UnlearnConfig(TrainingArguments):
             the sidecar. Measured (`benchmarks/assistant_weight.py`, three seeds on each of two small targets, one
             fine-tuned on the forget answers and one that knows the facts without it): every retained answer kept
             (the plain filter loses some), but 15 of 216 forgotten facts stated again in greedy answers (plain: 2).
+        one_sided_subtraction (`bool`, defaults to `False`):
+            Clip the assistant's centred log-probabilities at zero, so it only lowers the plausible tokens it
+            prefers (the answer it remembers) and never raises those it rejects, which the target then orders
+            itself: fluent answers instead of words run together on a memorised target. Not in the paper; see
+            `unlearn_peft.logit_difference`. Recorded in the sidecar. It forgets less at the same α (a memorised
+            target kept 0.052× of its forget answers' probability at α = 0.6, 0.000× at α = 1), so pair it with a
+            larger α; measured in `benchmarks/RESULTS.md`.
         plausible_retain_loss_weight (`float` or `None`, defaults to `None`):
             ULD: weight, relative to `retain_loss_weight`, of a second retain term that makes the assistant flat on
             the target's plausible tokens at each retain answer position, the only tokens where it is subtracted
@@ -204,6 +211,14 @@ class UnlearnConfig(TrainingArguments):
         metadata={
             "help": "Scale the assistant's filtered logits at each position by its probability mass on the target's "
             "plausible tokens (about 0 where the assistant is flat, 1 where it remembers). Not in the paper."
+        },
+    )
+    one_sided_subtraction: bool = field(
+        default=False,
+        metadata={
+            "help": "Clip the assistant's centred log-probabilities on the plausible tokens at zero: it only lowers "
+            "the tokens it prefers and never raises the ones it rejects. Not in the paper; forgets less at the same "
+            "α."
         },
     )
     plausible_retain_loss_weight: float | None = field(

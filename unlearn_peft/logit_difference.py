@@ -27,6 +27,13 @@ at each position by the assistant's probability mass on the plausible set, `P_A(
 this library, not part of the paper's method, and off by default: it also stops subtracting where the target phrases a
 forgotten fact in words the assistant never saw, so on a target that had not memorised the forget answers some facts
 came back in rephrased greedy answers (`benchmarks/RESULTS.md`).
+
+With `one_sided_subtraction`, `f` is clipped at zero: `max(0, f(z_A))`. The assistant then only lowers the plausible
+tokens it prefers over their average, above all the answer it remembers, and never raises the ones it rejects; the
+target alone orders those. Unclipped, the tokens the assistant finds least likely gain the most, so on a memorised
+target, whose runners-up lie far below its answer, the assistant's noise among them picks the next token: answers
+with words run together or one word repeated. This too is an addition of this library, off by default; measured in
+`benchmarks/RESULTS.md`.
 """
 
 from __future__ import annotations
@@ -61,16 +68,20 @@ def filtered_assistant_logits(
     assistant_logits: torch.Tensor,
     plausibility_threshold: float,
     min_tokens_to_keep: int = 1,
+    one_sided: bool = False,
 ) -> torch.Tensor:
-    """`f(z_A)`: the assistant's log-probabilities centred over the plausible set, zero outside it."""
+    """`f(z_A)`: the assistant's log-probabilities centred over the plausible set, zero outside it (and clipped at
+    zero with `one_sided`)."""
     mask = plausible_token_mask(target_logits, plausibility_threshold, min_tokens_to_keep)
-    return _centred_on(assistant_logits, mask)
+    return _centred_on(assistant_logits, mask, one_sided)
 
 
-def _centred_on(assistant_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _centred_on(assistant_logits: torch.Tensor, mask: torch.Tensor, one_sided: bool = False) -> torch.Tensor:
     assistant = assistant_logits.float()
     masked_sum = (assistant * mask).sum(dim=-1, keepdim=True)
     centred = assistant - masked_sum / mask.sum(dim=-1, keepdim=True)
+    if one_sided:
+        centred = centred.clamp(min=0)
     return torch.where(mask, centred, torch.zeros_like(centred))
 
 
@@ -81,6 +92,7 @@ def filtered_assistant_logits_from_hidden(
     plausibility_threshold: float,
     min_tokens_to_keep: int = 1,
     max_plausible_fraction: float = 0.25,
+    one_sided: bool = False,
 ) -> torch.Tensor:
     """`f(z_A)` from the assistant's final hidden states, computing its LM head only on plausible tokens.
 
@@ -94,18 +106,18 @@ def filtered_assistant_logits_from_hidden(
     weight = getattr(lm_head, "weight", None)
     if plausibility_threshold <= 0 or not isinstance(lm_head, nn.Linear) or weight is None or weight.ndim != 2:
         return filtered_assistant_logits(
-            target_logits, lm_head(assistant_hidden), plausibility_threshold, min_tokens_to_keep
+            target_logits, lm_head(assistant_hidden), plausibility_threshold, min_tokens_to_keep, one_sided
         )
     mask = plausible_token_mask(target_logits, plausibility_threshold, min_tokens_to_keep)
     tokens = mask.reshape(-1, vocab_size).any(dim=0).nonzero().squeeze(-1)
     if tokens.numel() > max_plausible_fraction * vocab_size:
         return filtered_assistant_logits(
-            target_logits, lm_head(assistant_hidden), plausibility_threshold, min_tokens_to_keep
+            target_logits, lm_head(assistant_hidden), plausibility_threshold, min_tokens_to_keep, one_sided
         )
     bias = lm_head.bias[tokens] if lm_head.bias is not None else None
     partial_logits = F.linear(assistant_hidden, weight[tokens], bias).float()
     filtered = torch.zeros(target_logits.shape, dtype=torch.float32, device=target_logits.device)
-    filtered[..., tokens] = _centred_on(partial_logits, mask[..., tokens])
+    filtered[..., tokens] = _centred_on(partial_logits, mask[..., tokens], one_sided)
     return filtered
 
 
@@ -133,23 +145,32 @@ def uld_logits(
     min_tokens_to_keep: int = 1,
     lm_head: nn.Module | None = None,
     weight_by_assistant_mass: bool = False,
+    one_sided_subtraction: bool = False,
 ) -> torch.Tensor:
     """The unlearned model's logits `z_T − α · f(z_A)` (see the module docstring), in the target's dtype.
 
     `assistant` holds the assistant's logits, or, with `lm_head`, its final hidden states: then the head runs only on
     the plausible tokens (see [`filtered_assistant_logits_from_hidden`]). With `weight_by_assistant_mass`, `f(z_A)`
-    is scaled by `P_A(S)` at each position (see the module docstring); the whole head then runs.
+    is scaled by `P_A(S)` at each position (see the module docstring); the whole head then runs. With
+    `one_sided_subtraction`, `f(z_A)` is clipped at zero before any scaling: the assistant only lowers tokens.
     """
     if assistant_weight == 0:
         return target_logits
     if weight_by_assistant_mass:
         assistant_logits = assistant if lm_head is None else lm_head(assistant)
         mask = plausible_token_mask(target_logits, plausibility_threshold, min_tokens_to_keep)
-        filtered = _centred_on(assistant_logits, mask) * _mass_on(assistant_logits, mask)
+        filtered = _centred_on(assistant_logits, mask, one_sided_subtraction) * _mass_on(assistant_logits, mask)
     elif lm_head is None:
-        filtered = filtered_assistant_logits(target_logits, assistant, plausibility_threshold, min_tokens_to_keep)
+        filtered = filtered_assistant_logits(
+            target_logits, assistant, plausibility_threshold, min_tokens_to_keep, one_sided_subtraction
+        )
     else:
         filtered = filtered_assistant_logits_from_hidden(
-            target_logits, assistant, lm_head, plausibility_threshold, min_tokens_to_keep
+            target_logits,
+            assistant,
+            lm_head,
+            plausibility_threshold,
+            min_tokens_to_keep,
+            one_sided=one_sided_subtraction,
         )
     return (target_logits.float() - assistant_weight * filtered).to(target_logits.dtype)

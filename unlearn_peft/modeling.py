@@ -112,6 +112,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         merged: bool,
         min_tokens_to_keep: int = 1,
         weight_by_assistant_mass: bool = False,
+        one_sided_subtraction: bool = False,
     ) -> None:
         # A copy: PreTrainedModel.__init__ may adjust attention settings, which must not reach the target.
         super().__init__(copy.deepcopy(target.config))
@@ -124,6 +125,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         self.plausibility_threshold = float(plausibility_threshold)
         self.min_tokens_to_keep = int(min_tokens_to_keep)
         self.weight_by_assistant_mass = bool(weight_by_assistant_mass)
+        self.one_sided_subtraction = bool(one_sided_subtraction)
         self.merged = merged
         self.plain_assistant_head = self._assistant_head_is_plain()
         self.generation_config = copy.deepcopy(target.generation_config)
@@ -140,6 +142,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         plausibility_threshold: float | None = None,
         min_tokens_to_keep: int | None = None,
         weight_by_assistant_mass: bool | None = None,
+        one_sided_subtraction: bool | None = None,
         merge_assistant: bool = True,
         revision: str | None = None,
         token: str | None = None,
@@ -162,6 +165,9 @@ class ULDModel(PreTrainedModel, GenerationMixin):
             weight_by_assistant_mass (`bool`, *optional*):
                 Overrides the sidecar's choice to scale the assistant's filtered logits by its probability mass on the
                 plausible tokens (see `unlearn_peft.logit_difference`).
+            one_sided_subtraction (`bool`, *optional*):
+                Overrides the sidecar's choice to clip the assistant's centred log-probabilities at zero, so it only
+                lowers tokens (see `unlearn_peft.logit_difference`).
             merge_assistant (`bool`, defaults to `True`):
                 `True`: copy the K assistant layers and merge the LoRA into the copy, so inference runs two plain
                 stacks (embeddings and LM head stay shared). `False`: share every base tensor and run the LoRA in
@@ -226,6 +232,9 @@ class ULDModel(PreTrainedModel, GenerationMixin):
             min_tokens_to_keep=sidecar.min_tokens_to_keep if min_tokens_to_keep is None else min_tokens_to_keep,
             weight_by_assistant_mass=(
                 sidecar.weight_by_assistant_mass if weight_by_assistant_mass is None else weight_by_assistant_mass
+            ),
+            one_sided_subtraction=(
+                sidecar.one_sided_subtraction if one_sided_subtraction is None else one_sided_subtraction
             ),
         )
         return model.eval()
@@ -323,6 +332,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
                 self.min_tokens_to_keep,
                 lm_head=lm_head,
                 weight_by_assistant_mass=self.weight_by_assistant_mass,
+                one_sided_subtraction=self.one_sided_subtraction,
             )
         loss = None
         if labels is not None:
@@ -338,6 +348,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         sidecar.plausibility_threshold = self.plausibility_threshold
         sidecar.min_tokens_to_keep = self.min_tokens_to_keep
         sidecar.weight_by_assistant_mass = self.weight_by_assistant_mass
+        sidecar.one_sided_subtraction = self.one_sided_subtraction
         # Atomic: a failure while writing leaves a previous adapter in save_directory loadable.
         with staged_save(save_directory) as staging:
             self.adapter_config.save_pretrained(str(staging))

@@ -28,7 +28,9 @@ LEGACY_SIDECAR_NAME = "unlearn_config.json"
 # 2: adds `min_tokens_to_keep`; a version-1 ULD sidecar loads with DEFAULT_MIN_TOKENS_TO_KEEP.
 # 3: adds `weight_by_assistant_mass`; earlier ULD sidecars load with False (their behaviour). A reader of version 2
 #    would ignore the field and compute other logits, so it must refuse these sidecars.
-SIDECAR_SCHEMA_VERSION = 3
+# 4: adds `one_sided_subtraction`; earlier ULD sidecars load with False (their behaviour), and for the same reason a
+#    reader of version 3 refuses these.
+SIDECAR_SCHEMA_VERSION = 4
 
 
 def base_model_fingerprint(model: PreTrainedModel) -> dict[str, Any]:
@@ -68,6 +70,7 @@ class UnlearnSidecar:
     plausibility_threshold: float | None = None
     min_tokens_to_keep: int | None = None
     weight_by_assistant_mass: bool | None = None
+    one_sided_subtraction: bool | None = None
     training: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SIDECAR_SCHEMA_VERSION
 
@@ -101,6 +104,8 @@ class UnlearnSidecar:
             sidecar.min_tokens_to_keep = DEFAULT_MIN_TOKENS_TO_KEEP
         if sidecar.method == "uld" and sidecar.weight_by_assistant_mass is None:
             sidecar.weight_by_assistant_mass = False
+        if sidecar.method == "uld" and sidecar.one_sided_subtraction is None:
+            sidecar.one_sided_subtraction = False
         return sidecar
 
     @classmethod

@@ -204,6 +204,7 @@ class ULD(UnlearningMethod):
             "plausibility_threshold": args.plausibility_threshold,
             "min_tokens_to_keep": args.min_tokens_to_keep,
             "weight_by_assistant_mass": args.weight_by_assistant_mass,
+            "one_sided_subtraction": args.one_sided_subtraction,
         }
 
     def card_title(self, retain_loss: str | None) -> str:
