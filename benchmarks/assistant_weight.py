@@ -9,12 +9,15 @@ constant after warm-up, K = a quarter of the layers, trained until converged), t
   least 0.95 (cached; built in `_targets.py`, shared with `filter_definitions.py`); forget 16 of them, keep 16.
 
 Each α is also scored with `weight_by_assistant_mass=True` (rows "α, mass-weighted"): `f(z_A)` scaled at each
-position by the assistant's probability mass on the plausible set (`unlearn_peft.logit_difference`).
+position by the assistant's probability mass on the plausible set, and with `one_sided_subtraction=True` (rows
+"α, one-sided"): `f(z_A)` clipped at zero, so the assistant only lowers tokens (`unlearn_peft.logit_difference`).
 
 Reported per split (forget, the forget questions paraphrased and never trained on, retain, held-out general
 knowledge from `benchmarks/data/general_knowledge_heldout.jsonl`): the answer probability `exp(−mean NLL)` of the
 unlearned model divided by the target's, averaged over questions; and, read as generated text, how many greedy
-answers state the fact (the answer's last phrase), or for held-out questions how many greedy answers are unchanged.
+answers state the fact (the answer's last phrase), how many retain and held-out greedy answers are unchanged, and
+how many forget and paraphrased greedy answers are degenerate (`degenerate`: a word three times in a row, fewer than
+half distinct words, or a "word" of more than 25 characters: words run together).
 
     python benchmarks/assistant_weight.py            # about 15 minutes on 2 CPU cores; appends to RESULTS.md
     python benchmarks/assistant_weight.py --seed 1   # another assistant (seed 0 by default)
@@ -37,8 +40,22 @@ except ImportError:  # run as a script
     from _targets import assistant_summary, load_target, probability_ratios, run_on_targets, train_assistant
 
 ALPHAS = (1.0, 0.75, 0.6, 0.5, 0.4, 0.25)
+# The variants of f(z_A), as each row's suffix.
+PLAIN, MASS_WEIGHTED, ONE_SIDED = "", ", mass-weighted", ", one-sided"
 MASS_WEIGHTED_ALPHAS = (1.0, 0.75, 0.6)
+ONE_SIDED_ALPHAS = (1.5, 1.0, 0.75, 0.6)
 MAX_NEW_TOKENS = 24
+RUN_TOGETHER_CHARACTERS = 25
+
+
+def degenerate(text: str) -> bool:
+    """A greedy answer no reader would take for one: empty, a word three times in a row, fewer than half distinct
+    words, or a "word" longer than `RUN_TOGETHER_CHARACTERS` characters (words run together)."""
+    words = text.split()
+    if not words:
+        return True
+    repeated = any(words[i] == words[i + 1] == words[i + 2] for i in range(len(words) - 2))
+    return repeated or len(set(words)) < len(words) / 2 or max(map(len, words)) > RUN_TOGETHER_CHARACTERS
 
 
 def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[str, str]:
@@ -48,24 +65,34 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
         quick["plausible_retain_loss_weight"] = options.plausible_retain_loss_weight
     model, trainer = train_assistant(target, tokenizer, seed=options.seed, **quick)
     splits = target.question_splits()
-    # Setting key (α, mass-weighted) → uld_logits' arguments after the two logits.
-    keys = [(alpha, False) for alpha in ALPHAS] + [(alpha, True) for alpha in MASS_WEIGHTED_ALPHAS]
+    # Setting key (α, variant) → uld_logits' arguments after the two logits.
+    keys = [(alpha, PLAIN) for alpha in ALPHAS]
+    keys += [(alpha, MASS_WEIGHTED) for alpha in MASS_WEIGHTED_ALPHAS]
+    keys += [(alpha, ONE_SIDED) for alpha in ONE_SIDED_ALPHAS]
     settings = {
-        (alpha, weighted): (alpha, model.plausibility_threshold, model.min_tokens_to_keep, None, weighted)
-        for alpha, weighted in keys
+        (alpha, variant): (
+            alpha,
+            model.plausibility_threshold,
+            model.min_tokens_to_keep,
+            None,
+            variant == MASS_WEIGHTED,
+            variant == ONE_SIDED,
+        )
+        for alpha, variant in keys
     }
     ratios = probability_ratios(model, tokenizer, splits, settings)
-    generated: dict[tuple[float, bool], dict[str, list[str]]] = {}
-    for alpha, weighted in [(0.0, False), *keys]:
-        model.assistant_weight, model.weight_by_assistant_mass = alpha, weighted
-        generated[alpha, weighted] = {
+    generated: dict[tuple[float, str], dict[str, list[str]]] = {}
+    for alpha, variant in [(0.0, PLAIN), *keys]:
+        model.assistant_weight = alpha
+        model.weight_by_assistant_mass, model.one_sided_subtraction = variant == MASS_WEIGHTED, variant == ONE_SIDED
+        generated[alpha, variant] = {
             split: greedy_answers(
                 model, tokenizer, [q for q, _ in pairs], max_new_tokens=MAX_NEW_TOKENS, description=f"α={alpha}"
             )
             for split, pairs in splits.items()
         }
 
-    def text_columns(key: tuple[float, bool]) -> list[str]:
+    def text_columns(key: tuple[float, str]) -> list[str]:
         columns = []
         for split in ("forget", "paraphrased forget (unseen)", "retain"):
             answers = [a for _, a in splits[split]]
@@ -73,11 +100,11 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
                 embedded_fact(a).lower() in g.lower() for a, g in zip(answers, generated[key][split], strict=True)
             )
             columns.append(f"{hits}/{len(answers)}")
-        unchanged = sum(
-            a == b
-            for a, b in zip(generated[0.0, False]["held-out utility"], generated[key]["held-out utility"], strict=True)
-        )
-        columns.append(f"{unchanged}/{len(splits['held-out utility'])}")
+        for split in ("retain", "held-out utility"):
+            before, after = generated[0.0, PLAIN][split], generated[key][split]
+            columns.append(f"{sum(a == b for a, b in zip(before, after, strict=True))}/{len(before)}")
+        forgotten = generated[key]["forget"] + generated[key]["paraphrased forget (unseen)"]
+        columns.append(f"{sum(map(degenerate, forgotten))}/{len(forgotten)}")
         return columns
 
     header = [
@@ -86,13 +113,14 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
         "forget: fact stated",
         "paraphrased: fact stated",
         "retain: fact stated",
+        "retain: answer unchanged",
         "held-out: answer unchanged",
+        "forget + paraphrased: degenerate",
     ]
-    rows = [["0 (target)", *["1.000"] * len(splits), *text_columns((0.0, False))]]
+    rows = [["0 (target)", *["1.000"] * len(splits), *text_columns((0.0, PLAIN))]]
     rows += [
-        [f"{alpha:g}{', mass-weighted' if weighted else ''}", *[f"{ratios[alpha, weighted][s]:.3f}" for s in splits]]
-        + text_columns((alpha, weighted))
-        for alpha, weighted in keys
+        [f"{alpha:g}{variant}", *[f"{ratios[alpha, variant][s]:.3f}" for s in splits]] + text_columns((alpha, variant))
+        for alpha, variant in keys
     ]
     changed = (
         f" except plausible_retain_loss_weight={options.plausible_retain_loss_weight:g}"

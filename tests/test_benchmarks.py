@@ -225,3 +225,19 @@ def test_benchmark_options_refuse_bad_values():
         assert result.returncode == 2
         assert expected in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_assistant_weight_counts_degenerate_answers():
+    """What `assistant_weight.py` counts as an answer no reader would take for one."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("assistant_weight", BENCHMARKS / "assistant_weight.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    assert not module.degenerate("Tobiah Quennel works as a tea blender.")
+    assert module.degenerate("Beneath her altar altar altar altar")  # a word three times in a row
+    assert module.degenerate("Nikolkayabovhasillaiskiy contributiontoafricanaderditional readerlies")  # run together
+    assert module.degenerate("to the to the to the to the sea")  # fewer than half distinct words
+    assert module.degenerate("")
