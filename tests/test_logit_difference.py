@@ -16,6 +16,20 @@ def _logits(seed: int) -> torch.Tensor:
     return torch.randn(2, 3, 17, generator=torch.Generator().manual_seed(seed)) * 3
 
 
+def _assert_head_on_hidden_states_gives_the_same_logits(
+    target: torch.Tensor, alpha: float, tau: float, floor: int, **variant: bool
+) -> tuple[nn.Linear, torch.Tensor]:
+    """`uld_logits` given hidden states and the head equals it given the head's logits; returns the head and states."""
+    torch.manual_seed(0)
+    head = nn.Linear(8, 17, bias=True)
+    hidden = torch.randn(2, 3, 8)
+    torch.testing.assert_close(
+        uld_logits(target, hidden, alpha, tau, floor, lm_head=head, **variant),
+        uld_logits(target, head(hidden), alpha, tau, floor, **variant),
+    )
+    return head, hidden
+
+
 def test_zero_weight_returns_the_target():
     target = _logits(0)
     assert torch.equal(uld_logits(target, _logits(1), 0.0, 1e-2), target)
@@ -129,13 +143,7 @@ def test_mass_weighting_scales_each_position_by_the_assistants_mass_on_the_plaus
     assert 0 < mass.min() and mass.max() < 1  # the weighting really scales: not 0 or 1 everywhere
 
     # With the head given hidden states, the whole head runs and the result is the same.
-    torch.manual_seed(0)
-    head = nn.Linear(8, 17, bias=True)
-    hidden = torch.randn(2, 3, 8)
-    torch.testing.assert_close(
-        uld_logits(target, hidden, alpha, tau, floor, lm_head=head, weight_by_assistant_mass=True),
-        uld_logits(target, head(hidden), alpha, tau, floor, weight_by_assistant_mass=True),
-    )
+    _assert_head_on_hidden_states_gives_the_same_logits(target, alpha, tau, floor, weight_by_assistant_mass=True)
 
 
 def test_mass_weighting_leaves_a_flat_assistant_without_effect_and_a_sure_one_almost_unchanged():
@@ -181,12 +189,8 @@ def test_one_sided_subtraction_clips_the_centred_assistant_at_zero():
     assert (one_sided <= target + 1e-6).all()  # never raises a token
     assert (uld_logits(target, assistant, alpha, tau, floor) > target + 1e-3).any()  # the plain formula does
 
-    torch.manual_seed(0)
-    head = nn.Linear(8, 17, bias=True)
-    hidden = torch.randn(2, 3, 8)
-    torch.testing.assert_close(
-        uld_logits(target, hidden, alpha, tau, floor, lm_head=head, one_sided_subtraction=True),
-        uld_logits(target, head(hidden), alpha, tau, floor, one_sided_subtraction=True),
+    head, hidden = _assert_head_on_hidden_states_gives_the_same_logits(
+        target, alpha, tau, floor, one_sided_subtraction=True
     )
     probabilities = torch.softmax(head(hidden).double(), dim=-1)
     weighted = uld_logits(

@@ -71,6 +71,18 @@ def test_sidecar_values_and_overrides(tiny_adapter):
     assert model.config.num_hidden_layers == 4 and model.config.vocab_size == model.target.config.vocab_size
 
 
+def assert_greedy_generation_equals_decoding_with_full_forwards(model: ULDModel, prompts) -> None:
+    """6 greedy tokens from `generate` (with its caches) equal argmax decoding with `forward` over the whole
+    sequence, on the second (left-padded) prompt without its padding."""
+    input_ids = prompts["input_ids"][1:, :][:, prompts["attention_mask"][1].bool()]
+    generated = model.generate(input_ids, max_new_tokens=6, do_sample=False)
+    decoded = input_ids
+    with torch.no_grad():
+        for _ in range(6):
+            decoded = torch.cat([decoded, model(decoded).logits[:, -1:].argmax(-1)], dim=-1)
+    assert torch.equal(generated, decoded)
+
+
 def test_version_1_sidecar_loads_with_the_documented_floor(tiny_adapter, tmp_path):
     _, adapter_dir = tiny_adapter
     old = tmp_path / "v1"
@@ -114,13 +126,7 @@ def test_mass_weighting_from_the_sidecar_in_forward_and_generation(tiny_adapter,
     assert json.loads((tmp_path / "weighted" / SIDECAR_NAME).read_text())["weight_by_assistant_mass"] is True
     reloaded = ULDModel.from_pretrained(tmp_path / "weighted")
     assert reloaded.weight_by_assistant_mass is True
-    input_ids = prompts["input_ids"][1:, :][:, prompts["attention_mask"][1].bool()]
-    generated = reloaded.generate(input_ids, max_new_tokens=6, do_sample=False)
-    decoded = input_ids
-    with torch.no_grad():
-        for _ in range(6):
-            decoded = torch.cat([decoded, reloaded(decoded).logits[:, -1:].argmax(-1)], dim=-1)
-    assert torch.equal(generated, decoded)
+    assert_greedy_generation_equals_decoding_with_full_forwards(reloaded, prompts)
 
 
 def test_one_sided_subtraction_from_the_sidecar_in_forward_and_generation(tiny_adapter, tmp_path, prompts):
@@ -159,13 +165,7 @@ def test_one_sided_subtraction_from_the_sidecar_in_forward_and_generation(tiny_a
     assert json.loads((tmp_path / "one_sided" / SIDECAR_NAME).read_text())["one_sided_subtraction"] is True
     reloaded = ULDModel.from_pretrained(tmp_path / "one_sided")
     assert reloaded.one_sided_subtraction is True
-    input_ids = prompts["input_ids"][1:, :][:, prompts["attention_mask"][1].bool()]
-    generated = reloaded.generate(input_ids, max_new_tokens=6, do_sample=False)
-    decoded = input_ids
-    with torch.no_grad():
-        for _ in range(6):
-            decoded = torch.cat([decoded, reloaded(decoded).logits[:, -1:].argmax(-1)], dim=-1)
-    assert torch.equal(generated, decoded)
+    assert_greedy_generation_equals_decoding_with_full_forwards(reloaded, prompts)
 
 
 def test_adapter_saved_under_the_legacy_sidecar_name_loads_and_is_saved_under_the_new_one(
