@@ -71,27 +71,43 @@ def test_sidecar_values_and_overrides(tiny_adapter):
     assert model.config.num_hidden_layers == 4 and model.config.vocab_size == model.target.config.vocab_size
 
 
-def assert_greedy_generation_equals_decoding_with_full_forwards(model: ULDModel, prompts) -> None:
-    """6 greedy tokens from `generate` (with its caches) equal argmax decoding with `forward` over the whole
-    sequence, on the second (left-padded) prompt without its padding."""
+def assert_saved_with_the_option_on_and_generates_as_forward_decodes(
+    model: ULDModel, option: str, directory, prompts
+) -> None:
+    """`model` (with the sidecar `option` on) saves it as on, reloads with it on, and 6 greedy tokens from
+    `generate` (with its caches) equal argmax decoding with `forward` over the whole sequence, on the second
+    (left-padded) prompt without its padding."""
+    model.save_pretrained(directory)
+    assert json.loads((directory / SIDECAR_NAME).read_text())[option] is True
+    reloaded = ULDModel.from_pretrained(directory)
+    assert getattr(reloaded, option) is True
     input_ids = prompts["input_ids"][1:, :][:, prompts["attention_mask"][1].bool()]
-    generated = model.generate(input_ids, max_new_tokens=6, do_sample=False)
+    generated = reloaded.generate(input_ids, max_new_tokens=6, do_sample=False)
     decoded = input_ids
     with torch.no_grad():
         for _ in range(6):
-            decoded = torch.cat([decoded, model(decoded).logits[:, -1:].argmax(-1)], dim=-1)
+            decoded = torch.cat([decoded, reloaded(decoded).logits[:, -1:].argmax(-1)], dim=-1)
     assert torch.equal(generated, decoded)
+
+
+def older_adapter(adapter_dir, directory, schema_version: int, *fields_added_since: str):
+    """A copy of the adapter as an older version wrote it: its sidecar without `fields_added_since` (each checked to
+    hold today's default first) and with `schema_version`."""
+    shutil.copytree(adapter_dir, directory)
+    sidecar = json.loads((directory / SIDECAR_NAME).read_text())
+    assert sidecar["schema_version"] == 4
+    defaults = {"min_tokens_to_keep": DEFAULT_MIN_TOKENS_TO_KEEP, "weight_by_assistant_mass": False}
+    for name in fields_added_since:
+        assert sidecar.pop(name) == defaults.get(name, False)
+    sidecar["schema_version"] = schema_version
+    (directory / SIDECAR_NAME).write_text(json.dumps(sidecar))
+    return directory
 
 
 def test_version_1_sidecar_loads_with_the_documented_floor(tiny_adapter, tmp_path):
     _, adapter_dir = tiny_adapter
-    old = tmp_path / "v1"
-    shutil.copytree(adapter_dir, old)
-    sidecar = json.loads((old / SIDECAR_NAME).read_text())
-    assert sidecar["schema_version"] == 4 and sidecar["min_tokens_to_keep"] == DEFAULT_MIN_TOKENS_TO_KEEP
-    del sidecar["min_tokens_to_keep"], sidecar["weight_by_assistant_mass"], sidecar["one_sided_subtraction"]
-    sidecar["schema_version"] = 1
-    (old / SIDECAR_NAME).write_text(json.dumps(sidecar))
+    fields = ("min_tokens_to_keep", "weight_by_assistant_mass", "one_sided_subtraction")
+    old = older_adapter(adapter_dir, tmp_path / "v1", 1, *fields)
     assert ULDModel.from_pretrained(old).min_tokens_to_keep == DEFAULT_MIN_TOKENS_TO_KEEP
 
 
@@ -100,13 +116,7 @@ def test_mass_weighting_from_the_sidecar_in_forward_and_generation(tiny_adapter,
     to the target's and the assistant's own logits, and greedy generation equals decoding with full forwards."""
     _, adapter_dir = tiny_adapter
     assert ULDModel.from_pretrained(adapter_dir).weight_by_assistant_mass is False
-    old = tmp_path / "v2"
-    shutil.copytree(adapter_dir, old)
-    sidecar = json.loads((old / SIDECAR_NAME).read_text())
-    assert sidecar["weight_by_assistant_mass"] is False
-    del sidecar["weight_by_assistant_mass"], sidecar["one_sided_subtraction"]
-    sidecar["schema_version"] = 2
-    (old / SIDECAR_NAME).write_text(json.dumps(sidecar))
+    old = older_adapter(adapter_dir, tmp_path / "v2", 2, "weight_by_assistant_mass", "one_sided_subtraction")
     assert ULDModel.from_pretrained(old).weight_by_assistant_mass is False
 
     # A random model's next-token distribution is nearly flat: a high τ and a low floor keep the plausible set small.
@@ -122,11 +132,9 @@ def test_mass_weighting_from_the_sidecar_in_forward_and_generation(tiny_adapter,
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
     assert not torch.allclose(expected, unweighted, atol=1e-3)  # the weighting changes something here
 
-    model.save_pretrained(tmp_path / "weighted")
-    assert json.loads((tmp_path / "weighted" / SIDECAR_NAME).read_text())["weight_by_assistant_mass"] is True
-    reloaded = ULDModel.from_pretrained(tmp_path / "weighted")
-    assert reloaded.weight_by_assistant_mass is True
-    assert_greedy_generation_equals_decoding_with_full_forwards(reloaded, prompts)
+    assert_saved_with_the_option_on_and_generates_as_forward_decodes(
+        model, "weight_by_assistant_mass", tmp_path / "weighted", prompts
+    )
 
 
 def test_one_sided_subtraction_from_the_sidecar_in_forward_and_generation(tiny_adapter, tmp_path, prompts):
@@ -134,13 +142,7 @@ def test_one_sided_subtraction_from_the_sidecar_in_forward_and_generation(tiny_a
     to the target's and the assistant's own logits, and greedy generation equals decoding with full forwards."""
     _, adapter_dir = tiny_adapter
     assert ULDModel.from_pretrained(adapter_dir).one_sided_subtraction is False
-    old = tmp_path / "v3"
-    shutil.copytree(adapter_dir, old)
-    sidecar = json.loads((old / SIDECAR_NAME).read_text())
-    assert sidecar["one_sided_subtraction"] is False
-    del sidecar["one_sided_subtraction"]
-    sidecar["schema_version"] = 3
-    (old / SIDECAR_NAME).write_text(json.dumps(sidecar))
+    old = older_adapter(adapter_dir, tmp_path / "v3", 3, "one_sided_subtraction")
     assert ULDModel.from_pretrained(old).one_sided_subtraction is False
 
     model = ULDModel.from_pretrained(
@@ -161,11 +163,9 @@ def test_one_sided_subtraction_from_the_sidecar_in_forward_and_generation(tiny_a
     torch.testing.assert_close(logits.double(), expected, rtol=0, atol=1e-5)
     assert not torch.allclose(expected, two_sided, atol=1e-3)  # the clip changes something here
 
-    model.save_pretrained(tmp_path / "one_sided")
-    assert json.loads((tmp_path / "one_sided" / SIDECAR_NAME).read_text())["one_sided_subtraction"] is True
-    reloaded = ULDModel.from_pretrained(tmp_path / "one_sided")
-    assert reloaded.one_sided_subtraction is True
-    assert_greedy_generation_equals_decoding_with_full_forwards(reloaded, prompts)
+    assert_saved_with_the_option_on_and_generates_as_forward_decodes(
+        model, "one_sided_subtraction", tmp_path / "one_sided", prompts
+    )
 
 
 def test_adapter_saved_under_the_legacy_sidecar_name_loads_and_is_saved_under_the_new_one(
