@@ -90,7 +90,7 @@ class UnlearnConfig(TrainingArguments):
         one_sided_subtraction (`bool`, defaults to `False`):
             Clip the assistant's centred log-probabilities at zero, so it only lowers the plausible tokens it
             prefers (the answer it remembers) and never raises those it rejects, which the target then orders
-            itself: fluent answers instead of words run together on a memorised target. Not in the paper; see
+            itself: on a memorised target fewer answers with words run together (not none). Not in the paper; see
             `unlearn_peft.logit_difference`. Recorded in the sidecar. It forgets less at the same α (a memorised
             target kept 0.052× of its forget answers' probability at α = 0.6, 0.000× at α = 1), so pair it with a
             larger α; measured in `benchmarks/RESULTS.md`.
