@@ -10,7 +10,9 @@ constant after warm-up, K = a quarter of the layers, trained until converged), t
 
 Each α is also scored with `weight_by_assistant_mass=True` (rows "α, mass-weighted"): `f(z_A)` scaled at each
 position by the assistant's probability mass on the plausible set, and with `one_sided_subtraction=True` (rows
-"α, one-sided"): `f(z_A)` clipped at zero, so the assistant only lowers tokens (`unlearn_peft.logit_difference`).
+"α, one-sided"): `f(z_A)` clipped at zero, so the assistant only lowers tokens (`unlearn_peft.logit_difference`),
+and with `subtraction_margin=2` as well (rows "α, one-sided, δ 2"): `max(0, f(z_A) − 2)`, only what the assistant
+prefers by more than 2 nats is lowered.
 
 Reported per split (forget, the forget questions paraphrased and never trained on, retain, held-out general
 knowledge from `benchmarks/data/general_knowledge_heldout.jsonl`): the answer probability `exp(−mean NLL)` of the
@@ -41,9 +43,12 @@ except ImportError:  # run as a script
 
 ALPHAS = (1.0, 0.75, 0.6, 0.5, 0.4, 0.25)
 # The variants of f(z_A), as each row's suffix.
+SUBTRACTION_MARGIN = 2.0
 PLAIN, MASS_WEIGHTED, ONE_SIDED = "", ", mass-weighted", ", one-sided"
+WITH_MARGIN = f", one-sided, δ {SUBTRACTION_MARGIN:g}"
 MASS_WEIGHTED_ALPHAS = (1.0, 0.75, 0.6)
 ONE_SIDED_ALPHAS = (1.5, 1.0, 0.75, 0.6)
+WITH_MARGIN_ALPHAS = (1.5, 1.0)
 MAX_NEW_TOKENS = 24
 RUN_TOGETHER_CHARACTERS = 25
 
@@ -69,6 +74,7 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
     keys = [(alpha, PLAIN) for alpha in ALPHAS]
     keys += [(alpha, MASS_WEIGHTED) for alpha in MASS_WEIGHTED_ALPHAS]
     keys += [(alpha, ONE_SIDED) for alpha in ONE_SIDED_ALPHAS]
+    keys += [(alpha, WITH_MARGIN) for alpha in WITH_MARGIN_ALPHAS]
     settings = {
         (alpha, variant): (
             alpha,
@@ -76,7 +82,8 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
             model.min_tokens_to_keep,
             None,
             variant == MASS_WEIGHTED,
-            variant == ONE_SIDED,
+            variant in (ONE_SIDED, WITH_MARGIN),
+            SUBTRACTION_MARGIN if variant == WITH_MARGIN else 0.0,
         )
         for alpha, variant in keys
     }
@@ -84,7 +91,9 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
     generated: dict[tuple[float, str], dict[str, list[str]]] = {}
     for alpha, variant in [(0.0, PLAIN), *keys]:
         model.assistant_weight = alpha
-        model.weight_by_assistant_mass, model.one_sided_subtraction = variant == MASS_WEIGHTED, variant == ONE_SIDED
+        model.weight_by_assistant_mass = variant == MASS_WEIGHTED
+        model.one_sided_subtraction = variant in (ONE_SIDED, WITH_MARGIN)
+        model.subtraction_margin = SUBTRACTION_MARGIN if variant == WITH_MARGIN else 0.0
         generated[alpha, variant] = {
             split: greedy_answers(
                 model, tokenizer, [q for q, _ in pairs], max_new_tokens=MAX_NEW_TOKENS, description=f"α={alpha}"

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -201,6 +202,46 @@ def test_one_sided_subtraction_clips_the_centred_assistant_at_zero():
     torch.testing.assert_close(
         weighted.double(), target.double() - alpha * mass * (clipped.clamp(min=0) * mask), rtol=0, atol=1e-4
     )
+
+
+def test_subtraction_margin_lowers_only_what_the_assistant_prefers_beyond_it():
+    """`z_T − α · max(0, f(z_A) − δ)` with `f` by hand in float64, on every path; a token the assistant prefers by
+    less than δ keeps the target's logit, and an assistant whose noise stays within δ changes nothing."""
+    target, assistant = _logits(0), _logits(1)
+    alpha, tau, floor, margin = 0.75, 1e-2, 4, 0.5
+    mask = plausible_token_mask(target, tau, floor)
+    log_probs = torch.log_softmax(assistant.double(), dim=-1)
+    centred = log_probs - (log_probs * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True)
+    expected = target.double() - alpha * (centred - margin).clamp(min=0) * mask
+    with_margin = uld_logits(
+        target, assistant, alpha, tau, floor, one_sided_subtraction=True, subtraction_margin=margin
+    )
+    torch.testing.assert_close(with_margin.double(), expected, rtol=0, atol=1e-4)
+    within = mask & (centred > 0) & (centred <= margin)
+    assert within.any() and (mask & (centred > margin)).any()  # both cases occur here
+    assert torch.equal(with_margin[within], target[within])
+    without = uld_logits(target, assistant, alpha, tau, floor, one_sided_subtraction=True)
+    assert (without[within] < target[within]).all()  # the margin is what keeps them
+    _assert_head_on_hidden_states_gives_the_same_logits(
+        target, alpha, tau, floor, one_sided_subtraction=True, subtraction_margin=margin
+    )
+
+    noise_only = uld_logits(
+        target,
+        assistant,
+        alpha,
+        tau,
+        floor,
+        one_sided_subtraction=True,
+        subtraction_margin=float(centred.max()) + 0.01,
+    )
+    assert torch.equal(noise_only, target)
+
+
+@pytest.mark.parametrize(("margin", "one_sided"), [(-0.5, True), (2.0, False)])
+def test_subtraction_margin_needs_the_one_sided_subtraction_and_a_non_negative_value(margin, one_sided):
+    with pytest.raises(ValueError, match=f"subtraction_margin={margin} must be ≥ 0 and needs one_sided_subtraction"):
+        uld_logits(_logits(0), _logits(1), 0.6, 1e-2, 4, one_sided_subtraction=one_sided, subtraction_margin=margin)
 
 
 def test_one_sided_subtraction_keeps_the_targets_order_among_the_tokens_the_assistant_rejects():

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import shutil
 
 import pytest
@@ -72,15 +73,16 @@ def test_sidecar_values_and_overrides(tiny_adapter):
 
 
 def assert_saved_with_the_option_on_and_generates_as_forward_decodes(
-    model: ULDModel, option: str, directory, prompts
+    model: ULDModel, option: str, directory, prompts, value: bool | float = True
 ) -> None:
-    """`model` (with the sidecar `option` on) saves it as on, reloads with it on, and 6 greedy tokens from
-    `generate` (with its caches) equal argmax decoding with `forward` over the whole sequence, on the second
-    (left-padded) prompt without its padding."""
+    """`model` (with the sidecar `option` at `value`) saves and reloads it so, and 6 greedy tokens from `generate`
+    (with its caches) equal argmax decoding with `forward` over the whole sequence, on the second (left-padded)
+    prompt without its padding."""
     model.save_pretrained(directory)
-    assert json.loads((directory / SIDECAR_NAME).read_text())[option] is True
+    saved = json.loads((directory / SIDECAR_NAME).read_text())[option]
+    assert saved == value and type(saved) is type(value)
     reloaded = ULDModel.from_pretrained(directory)
-    assert getattr(reloaded, option) is True
+    assert getattr(reloaded, option) == value
     input_ids = prompts["input_ids"][1:, :][:, prompts["attention_mask"][1].bool()]
     generated = reloaded.generate(input_ids, max_new_tokens=6, do_sample=False)
     decoded = input_ids
@@ -95,8 +97,9 @@ def older_adapter(adapter_dir, directory, schema_version: int, *fields_added_sin
     hold today's default first) and with `schema_version`."""
     shutil.copytree(adapter_dir, directory)
     sidecar = json.loads((directory / SIDECAR_NAME).read_text())
-    assert sidecar["schema_version"] == 4
+    assert sidecar["schema_version"] == 5
     defaults = {"min_tokens_to_keep": DEFAULT_MIN_TOKENS_TO_KEEP, "weight_by_assistant_mass": False}
+    defaults["subtraction_margin"] = 0.0
     for name in fields_added_since:
         assert sidecar.pop(name) == defaults.get(name, False)
     sidecar["schema_version"] = schema_version
@@ -106,7 +109,7 @@ def older_adapter(adapter_dir, directory, schema_version: int, *fields_added_sin
 
 def test_version_1_sidecar_loads_with_the_documented_floor(tiny_adapter, tmp_path):
     _, adapter_dir = tiny_adapter
-    fields = ("min_tokens_to_keep", "weight_by_assistant_mass", "one_sided_subtraction")
+    fields = ("min_tokens_to_keep", "weight_by_assistant_mass", "one_sided_subtraction", "subtraction_margin")
     old = older_adapter(adapter_dir, tmp_path / "v1", 1, *fields)
     assert ULDModel.from_pretrained(old).min_tokens_to_keep == DEFAULT_MIN_TOKENS_TO_KEEP
 
@@ -116,7 +119,8 @@ def test_mass_weighting_from_the_sidecar_in_forward_and_generation(tiny_adapter,
     to the target's and the assistant's own logits, and greedy generation equals decoding with full forwards."""
     _, adapter_dir = tiny_adapter
     assert ULDModel.from_pretrained(adapter_dir).weight_by_assistant_mass is False
-    old = older_adapter(adapter_dir, tmp_path / "v2", 2, "weight_by_assistant_mass", "one_sided_subtraction")
+    added_since_2 = ("weight_by_assistant_mass", "one_sided_subtraction", "subtraction_margin")
+    old = older_adapter(adapter_dir, tmp_path / "v2", 2, *added_since_2)
     assert ULDModel.from_pretrained(old).weight_by_assistant_mass is False
 
     # A random model's next-token distribution is nearly flat: a high τ and a low floor keep the plausible set small.
@@ -142,7 +146,7 @@ def test_one_sided_subtraction_from_the_sidecar_in_forward_and_generation(tiny_a
     to the target's and the assistant's own logits, and greedy generation equals decoding with full forwards."""
     _, adapter_dir = tiny_adapter
     assert ULDModel.from_pretrained(adapter_dir).one_sided_subtraction is False
-    old = older_adapter(adapter_dir, tmp_path / "v3", 3, "one_sided_subtraction")
+    old = older_adapter(adapter_dir, tmp_path / "v3", 3, "one_sided_subtraction", "subtraction_margin")
     assert ULDModel.from_pretrained(old).one_sided_subtraction is False
 
     model = ULDModel.from_pretrained(
@@ -165,6 +169,34 @@ def test_one_sided_subtraction_from_the_sidecar_in_forward_and_generation(tiny_a
 
     assert_saved_with_the_option_on_and_generates_as_forward_decodes(
         model, "one_sided_subtraction", tmp_path / "one_sided", prompts
+    )
+
+
+def test_subtraction_margin_from_the_sidecar_in_forward_and_generation(tiny_adapter, tmp_path, prompts):
+    """0 by default and for version-4 sidecars; set by override or sidecar, where forward equals
+    `z_T − α · max(0, f − δ)` from the target's and the assistant's own logits, and greedy generation equals
+    decoding with full forwards."""
+    _, adapter_dir = tiny_adapter
+    assert ULDModel.from_pretrained(adapter_dir).subtraction_margin == 0.0
+    old = older_adapter(adapter_dir, tmp_path / "v4", 4, "subtraction_margin")
+    assert ULDModel.from_pretrained(old).subtraction_margin == 0.0
+
+    settings = {"one_sided_subtraction": True, "plausibility_threshold": 0.95, "min_tokens_to_keep": 3}
+    model = ULDModel.from_pretrained(adapter_dir, subtraction_margin=0.02, **settings)
+    with torch.no_grad():
+        target = model.target(**prompts).logits.double()
+        log_probs = torch.log_softmax(model.assistant(**prompts).logits.double(), dim=-1)
+        top = target.topk(3, dim=-1).values
+        mask = target >= torch.minimum(top[..., :1] + math.log(0.95), top[..., -1:])
+        centred = log_probs - (log_probs * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True)
+        expected = target - model.assistant_weight * (centred - 0.02).clamp(min=0) * mask
+        without_margin = target - model.assistant_weight * centred.clamp(min=0) * mask
+        logits = model(**prompts).logits
+    torch.testing.assert_close(logits.double(), expected, rtol=0, atol=1e-5)
+    assert not torch.allclose(expected, without_margin, atol=1e-3)  # the margin changes something here
+
+    assert_saved_with_the_option_on_and_generates_as_forward_decodes(
+        model, "subtraction_margin", tmp_path / "margin", prompts, value=0.02
     )
 
 

@@ -50,6 +50,11 @@ def test_config_fields_have_help_and_paper_defaults():
         ({"model_init_kwargs": "{not json"}, r"model_init_kwargs is not valid JSON"),
         ({"plausibility_threshold": 1.5}, r"plausibility_threshold=1.5 must be in \[0, 1\)"),
         ({"plausible_retain_loss_weight": -1.0}, r"plausible_retain_loss_weight=-1.0 must be ≥ 0"),
+        ({"subtraction_margin": 2.0}, r"subtraction_margin=2.0 must be ≥ 0 and needs one_sided_subtraction=True"),
+        (
+            {"subtraction_margin": -1.0, "one_sided_subtraction": True},
+            r"subtraction_margin=-1.0 must be ≥ 0",
+        ),
     ],
 )
 def test_config_rejects_bad_values(kwargs, message):
@@ -108,6 +113,7 @@ def test_training_changes_only_lora_and_saves_assistant_adapter(
     assert sidecar["method"] == "uld" and sidecar["assistant_num_layers"] == 2
     assert sidecar["assistant_weight"] == 0.6 and sidecar["plausibility_threshold"] == 0.01
     assert sidecar["weight_by_assistant_mass"] is False and sidecar["one_sided_subtraction"] is False
+    assert sidecar["subtraction_margin"] == 0.0
     assert sidecar["base_model_fingerprint"] == {
         "architecture": "LlamaForCausalLM",
         "model_type": "llama",
@@ -115,7 +121,7 @@ def test_training_changes_only_lora_and_saves_assistant_adapter(
         "hidden_size": 64,
         "vocab_size": len(tokenizer),
     }
-    assert sidecar["library_version"] and sidecar["schema_version"] == 4
+    assert sidecar["library_version"] and sidecar["schema_version"] == 5
 
 
 def test_gradient_accumulation_matches_one_large_batch(tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain):

@@ -94,6 +94,13 @@ class UnlearnConfig(TrainingArguments):
             `unlearn_peft.logit_difference`. Recorded in the sidecar. It forgets less at the same α (a memorised
             target kept 0.052× of its forget answers' probability at α = 0.6, 0.000× at α = 1), so pair it with a
             larger α; measured in `benchmarks/RESULTS.md`.
+        subtraction_margin (`float`, defaults to `0.0`):
+            With `one_sided_subtraction`, lower the clipped log-probabilities by this many nats first,
+            `max(0, f(z_A) − δ)`: the assistant lowers a token only by what it prefers it beyond δ over the plausible
+            set's average. The assistant prefers a remembered answer by ≥ 7.5 nats and anything else by ≤ 3.4 in
+            the small targets measured, so a margin of about 2 drops the noise that changes retained answers. Not in
+            the paper; recorded in the sidecar. Measured as a diagnostic (one assistant per small target, δ 2 at
+            α 1: every retained and held-out answer unchanged on a memorised target), not yet over seeds or TOFU.
         plausible_retain_loss_weight (`float` or `None`, defaults to `None`):
             ULD: weight, relative to `retain_loss_weight`, of a second retain term that makes the assistant flat on
             the target's plausible tokens at each retain answer position, the only tokens where it is subtracted
@@ -219,6 +226,14 @@ class UnlearnConfig(TrainingArguments):
             "help": "Clip the assistant's centred log-probabilities on the plausible tokens at zero: it only lowers "
             "the tokens it prefers and never raises the ones it rejects. Not in the paper; forgets less at the same "
             "α."
+        },
+    )
+    subtraction_margin: float = field(
+        default=0.0,
+        metadata={
+            "help": "With one_sided_subtraction: lower the assistant's clipped centred log-probabilities by this many "
+            "nats first, max(0, f - margin), so only what it prefers by more than the margin is subtracted. Not in "
+            "the paper."
         },
     )
     plausible_retain_loss_weight: float | None = field(
@@ -371,6 +386,11 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(
                 f"UnlearnConfig: min_tokens_to_keep={self.min_tokens_to_keep} must be ≥ 1 (the target's top tokens "
                 "that always count in the plausibility filter)."
+            )
+        if self.subtraction_margin < 0 or (self.subtraction_margin > 0 and not self.one_sided_subtraction):
+            raise ValueError(
+                f"UnlearnConfig: subtraction_margin={self.subtraction_margin} must be ≥ 0 and needs "
+                "one_sided_subtraction=True (the margin lowers the clipped f)."
             )
         if self.forget_loss_weight < 0 or self.retain_loss_weight < 0:
             raise ValueError(

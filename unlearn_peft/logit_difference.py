@@ -34,6 +34,12 @@ target alone orders those. Unclipped, the tokens the assistant finds least likel
 target, whose runners-up lie far below its answer, the assistant's noise among them picks the next token: answers
 with words run together or one word repeated. This too is an addition of this library, off by default; measured in
 `benchmarks/RESULTS.md`.
+
+With a `subtraction_margin` δ as well, `f = max(0, f(z_A) − δ)`: the assistant lowers a token only by how much it
+prefers it beyond δ nats over the plausible set's average. Measured on two small targets, the assistant prefers the
+answer it remembers by at least 7.5 nats at every forget answer token and any retain or held-out answer token by at
+most 3.4 (but one end-of-turn token): a margin of a few nats keeps the lever that forgets and drops the noise that
+changes retained answers (`benchmarks/RESULTS.md`). Also an addition of this library, off by default (δ = 0).
 """
 
 from __future__ import annotations
@@ -69,19 +75,22 @@ def filtered_assistant_logits(
     plausibility_threshold: float,
     min_tokens_to_keep: int = 1,
     one_sided: bool = False,
+    margin: float = 0.0,
 ) -> torch.Tensor:
-    """`f(z_A)`: the assistant's log-probabilities centred over the plausible set, zero outside it (and clipped at
-    zero with `one_sided`)."""
+    """`f(z_A)`: the assistant's log-probabilities centred over the plausible set, zero outside it (and, with
+    `one_sided`, lowered by `margin` and clipped at zero)."""
     mask = plausible_token_mask(target_logits, plausibility_threshold, min_tokens_to_keep)
-    return _centred_on(assistant_logits, mask, one_sided)
+    return _centred_on(assistant_logits, mask, one_sided, margin)
 
 
-def _centred_on(assistant_logits: torch.Tensor, mask: torch.Tensor, one_sided: bool = False) -> torch.Tensor:
+def _centred_on(
+    assistant_logits: torch.Tensor, mask: torch.Tensor, one_sided: bool = False, margin: float = 0.0
+) -> torch.Tensor:
     assistant = assistant_logits.float()
     masked_sum = (assistant * mask).sum(dim=-1, keepdim=True)
     centred = assistant - masked_sum / mask.sum(dim=-1, keepdim=True)
     if one_sided:
-        centred = centred.clamp(min=0)
+        centred = (centred - margin).clamp(min=0)
     return torch.where(mask, centred, torch.zeros_like(centred))
 
 
@@ -93,6 +102,7 @@ def filtered_assistant_logits_from_hidden(
     min_tokens_to_keep: int = 1,
     max_plausible_fraction: float = 0.25,
     one_sided: bool = False,
+    margin: float = 0.0,
 ) -> torch.Tensor:
     """`f(z_A)` from the assistant's final hidden states, computing its LM head only on plausible tokens.
 
@@ -106,18 +116,18 @@ def filtered_assistant_logits_from_hidden(
     weight = getattr(lm_head, "weight", None)
     if plausibility_threshold <= 0 or not isinstance(lm_head, nn.Linear) or weight is None or weight.ndim != 2:
         return filtered_assistant_logits(
-            target_logits, lm_head(assistant_hidden), plausibility_threshold, min_tokens_to_keep, one_sided
+            target_logits, lm_head(assistant_hidden), plausibility_threshold, min_tokens_to_keep, one_sided, margin
         )
     mask = plausible_token_mask(target_logits, plausibility_threshold, min_tokens_to_keep)
     tokens = mask.reshape(-1, vocab_size).any(dim=0).nonzero().squeeze(-1)
     if tokens.numel() > max_plausible_fraction * vocab_size:
         return filtered_assistant_logits(
-            target_logits, lm_head(assistant_hidden), plausibility_threshold, min_tokens_to_keep, one_sided
+            target_logits, lm_head(assistant_hidden), plausibility_threshold, min_tokens_to_keep, one_sided, margin
         )
     bias = lm_head.bias[tokens] if lm_head.bias is not None else None
     partial_logits = F.linear(assistant_hidden, weight[tokens], bias).float()
     filtered = torch.zeros(target_logits.shape, dtype=torch.float32, device=target_logits.device)
-    filtered[..., tokens] = _centred_on(partial_logits, mask[..., tokens], one_sided)
+    filtered[..., tokens] = _centred_on(partial_logits, mask[..., tokens], one_sided, margin)
     return filtered
 
 
@@ -146,23 +156,37 @@ def uld_logits(
     lm_head: nn.Module | None = None,
     weight_by_assistant_mass: bool = False,
     one_sided_subtraction: bool = False,
+    subtraction_margin: float = 0.0,
 ) -> torch.Tensor:
     """The unlearned model's logits `z_T − α · f(z_A)` (see the module docstring), in the target's dtype.
 
     `assistant` holds the assistant's logits, or, with `lm_head`, its final hidden states: then the head runs only on
     the plausible tokens (see [`filtered_assistant_logits_from_hidden`]). With `weight_by_assistant_mass`, `f(z_A)`
     is scaled by `P_A(S)` at each position (see the module docstring); the whole head then runs. With
-    `one_sided_subtraction`, `f(z_A)` is clipped at zero before any scaling: the assistant only lowers tokens.
+    `one_sided_subtraction`, `f(z_A)` is lowered by `subtraction_margin` and clipped at zero before any scaling: the
+    assistant only lowers tokens, and only by what it prefers beyond the margin.
     """
+    if subtraction_margin < 0 or (subtraction_margin > 0 and not one_sided_subtraction):
+        raise ValueError(
+            f"subtraction_margin={subtraction_margin} must be ≥ 0 and needs one_sided_subtraction=True (the margin "
+            "lowers the clipped f)."
+        )
     if assistant_weight == 0:
         return target_logits
     if weight_by_assistant_mass:
         assistant_logits = assistant if lm_head is None else lm_head(assistant)
         mask = plausible_token_mask(target_logits, plausibility_threshold, min_tokens_to_keep)
-        filtered = _centred_on(assistant_logits, mask, one_sided_subtraction) * _mass_on(assistant_logits, mask)
+        filtered = _centred_on(assistant_logits, mask, one_sided_subtraction, subtraction_margin) * _mass_on(
+            assistant_logits, mask
+        )
     elif lm_head is None:
         filtered = filtered_assistant_logits(
-            target_logits, assistant, plausibility_threshold, min_tokens_to_keep, one_sided_subtraction
+            target_logits,
+            assistant,
+            plausibility_threshold,
+            min_tokens_to_keep,
+            one_sided_subtraction,
+            subtraction_margin,
         )
     else:
         filtered = filtered_assistant_logits_from_hidden(
@@ -172,5 +196,6 @@ def uld_logits(
             plausibility_threshold,
             min_tokens_to_keep,
             one_sided=one_sided_subtraction,
+            margin=subtraction_margin,
         )
     return (target_logits.float() - assistant_weight * filtered).to(target_logits.dtype)

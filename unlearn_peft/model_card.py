@@ -131,6 +131,7 @@ def _hyperparameters(sidecar: UnlearnSidecar, adapter_config: Mapping[str, Any])
             ("plausible-set floor (min_tokens_to_keep)", _format(sidecar.min_tokens_to_keep)),
             ("weighted by the assistant's mass on the plausible set", _format(sidecar.weight_by_assistant_mass)),
             ("one-sided subtraction (the assistant only lowers tokens)", _format(sidecar.one_sided_subtraction)),
+            ("margin of the one-sided subtraction (nats)", _format(sidecar.subtraction_margin)),
             ("retain loss", _uld_retain_loss(training)),
         ]
         if "converged" in training:

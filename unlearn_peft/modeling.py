@@ -113,6 +113,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         min_tokens_to_keep: int = 1,
         weight_by_assistant_mass: bool = False,
         one_sided_subtraction: bool = False,
+        subtraction_margin: float = 0.0,
     ) -> None:
         # A copy: PreTrainedModel.__init__ may adjust attention settings, which must not reach the target.
         super().__init__(copy.deepcopy(target.config))
@@ -126,6 +127,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         self.min_tokens_to_keep = int(min_tokens_to_keep)
         self.weight_by_assistant_mass = bool(weight_by_assistant_mass)
         self.one_sided_subtraction = bool(one_sided_subtraction)
+        self.subtraction_margin = float(subtraction_margin)
         self.merged = merged
         self.plain_assistant_head = self._assistant_head_is_plain()
         self.generation_config = copy.deepcopy(target.generation_config)
@@ -143,6 +145,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         min_tokens_to_keep: int | None = None,
         weight_by_assistant_mass: bool | None = None,
         one_sided_subtraction: bool | None = None,
+        subtraction_margin: float | None = None,
         merge_assistant: bool = True,
         revision: str | None = None,
         token: str | None = None,
@@ -168,6 +171,9 @@ class ULDModel(PreTrainedModel, GenerationMixin):
             one_sided_subtraction (`bool`, *optional*):
                 Overrides the sidecar's choice to clip the assistant's centred log-probabilities at zero, so it only
                 lowers tokens (see `unlearn_peft.logit_difference`).
+            subtraction_margin (`float`, *optional*):
+                Overrides the sidecar's margin δ of the one-sided subtraction, `max(0, f(z_A) − δ)` (needs
+                `one_sided_subtraction`).
             merge_assistant (`bool`, defaults to `True`):
                 `True`: copy the K assistant layers and merge the LoRA into the copy, so inference runs two plain
                 stacks (embeddings and LM head stay shared). `False`: share every base tensor and run the LoRA in
@@ -236,6 +242,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
             one_sided_subtraction=(
                 sidecar.one_sided_subtraction if one_sided_subtraction is None else one_sided_subtraction
             ),
+            subtraction_margin=sidecar.subtraction_margin if subtraction_margin is None else subtraction_margin,
         )
         return model.eval()
 
@@ -333,6 +340,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
                 lm_head=lm_head,
                 weight_by_assistant_mass=self.weight_by_assistant_mass,
                 one_sided_subtraction=self.one_sided_subtraction,
+                subtraction_margin=self.subtraction_margin,
             )
         loss = None
         if labels is not None:
@@ -349,6 +357,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         sidecar.min_tokens_to_keep = self.min_tokens_to_keep
         sidecar.weight_by_assistant_mass = self.weight_by_assistant_mass
         sidecar.one_sided_subtraction = self.one_sided_subtraction
+        sidecar.subtraction_margin = self.subtraction_margin
         # Atomic: a failure while writing leaves a previous adapter in save_directory loadable.
         with staged_save(save_directory) as staging:
             self.adapter_config.save_pretrained(str(staging))

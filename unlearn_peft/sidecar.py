@@ -30,7 +30,8 @@ LEGACY_SIDECAR_NAME = "unlearn_config.json"
 #    would ignore the field and compute other logits, so it must refuse these sidecars.
 # 4: adds `one_sided_subtraction`; earlier ULD sidecars load with False (their behaviour), and for the same reason a
 #    reader of version 3 refuses these.
-SIDECAR_SCHEMA_VERSION = 4
+# 5: adds `subtraction_margin`; earlier ULD sidecars load with 0.0 (their behaviour); a reader of version 4 refuses.
+SIDECAR_SCHEMA_VERSION = 5
 
 
 def base_model_fingerprint(model: PreTrainedModel) -> dict[str, Any]:
@@ -71,6 +72,7 @@ class UnlearnSidecar:
     min_tokens_to_keep: int | None = None
     weight_by_assistant_mass: bool | None = None
     one_sided_subtraction: bool | None = None
+    subtraction_margin: float | None = None
     training: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SIDECAR_SCHEMA_VERSION
 
@@ -106,6 +108,8 @@ class UnlearnSidecar:
             sidecar.weight_by_assistant_mass = False
         if sidecar.method == "uld" and sidecar.one_sided_subtraction is None:
             sidecar.one_sided_subtraction = False
+        if sidecar.method == "uld" and sidecar.subtraction_margin is None:
+            sidecar.subtraction_margin = 0.0
         return sidecar
 
     @classmethod

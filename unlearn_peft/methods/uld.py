@@ -205,6 +205,7 @@ class ULD(UnlearningMethod):
             "min_tokens_to_keep": args.min_tokens_to_keep,
             "weight_by_assistant_mass": args.weight_by_assistant_mass,
             "one_sided_subtraction": args.one_sided_subtraction,
+            "subtraction_margin": args.subtraction_margin,
         }
 
     def card_title(self, retain_loss: str | None) -> str:
