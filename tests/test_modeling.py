@@ -198,6 +198,8 @@ def test_subtraction_margin_from_the_sidecar_in_forward_and_generation(tiny_adap
     assert_saved_with_the_option_on_and_generates_as_forward_decodes(
         model, "subtraction_margin", tmp_path / "margin", prompts, value=0.02
     )
+    with pytest.raises(ValueError, match=r"subtraction_margin=2.0 must be ≥ 0 and needs one_sided_subtraction=True"):
+        ULDModel.from_pretrained(adapter_dir, subtraction_margin=2.0)
 
 
 def test_adapter_saved_under_the_legacy_sidecar_name_loads_and_is_saved_under_the_new_one(

@@ -96,10 +96,10 @@ class UnlearnConfig(TrainingArguments):
             larger α; measured in `benchmarks/RESULTS.md`.
         subtraction_margin (`float`, defaults to `0.0`):
             With `one_sided_subtraction`, lower the clipped log-probabilities by this many nats first,
-            `max(0, f(z_A) − δ)`: the assistant lowers a token only by what it prefers it beyond δ over the plausible
-            set's average. The assistant prefers a remembered answer by ≥ 7.5 nats and anything else by ≤ 3.4 in
-            the small targets measured, so a margin of about 2 drops the noise that changes retained answers. Not in
-            the paper; recorded in the sidecar. Measured as a diagnostic (one assistant per small target, δ 2 at
+            `max(0, f(z_A) − δ)`: the assistant lowers a token only by how much it prefers it beyond δ over the
+            plausible set's average. The assistant prefers a remembered answer by ≥ 7.5 nats and anything else by
+            ≤ 3.4 in the small targets measured, so a margin of about 2 drops the noise that changes retained answers.
+            Not in the paper; recorded in the sidecar. Measured as a diagnostic (one assistant per small target, δ 2 at
             α 1: every retained and held-out answer unchanged on a memorised target), not yet over seeds or TOFU.
         plausible_retain_loss_weight (`float` or `None`, defaults to `None`):
             ULD: weight, relative to `retain_loss_weight`, of a second retain term that makes the assistant flat on

@@ -128,6 +128,11 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         self.weight_by_assistant_mass = bool(weight_by_assistant_mass)
         self.one_sided_subtraction = bool(one_sided_subtraction)
         self.subtraction_margin = float(subtraction_margin)
+        if self.subtraction_margin < 0 or (self.subtraction_margin > 0 and not self.one_sided_subtraction):
+            raise ValueError(
+                f"subtraction_margin={self.subtraction_margin} must be ≥ 0 and needs one_sided_subtraction=True: pass "
+                "one_sided_subtraction=True to ULDModel.from_pretrained, or subtraction_margin=0."
+            )
         self.merged = merged
         self.plain_assistant_head = self._assistant_head_is_plain()
         self.generation_config = copy.deepcopy(target.generation_config)
