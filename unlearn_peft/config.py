@@ -99,8 +99,9 @@ class UnlearnConfig(TrainingArguments):
             `max(0, f(z_A) − δ)`: the assistant lowers a token only by how much it prefers it beyond δ over the
             plausible set's average. The assistant prefers a remembered answer by ≥ 7.5 nats and anything else by
             ≤ 3.4 in the small targets measured, so a margin of about 2 drops the noise that changes retained answers.
-            Not in the paper; recorded in the sidecar. Measured as a diagnostic (one assistant per small target, δ 2 at
-            α 1: every retained and held-out answer unchanged on a memorised target), not yet over seeds or TOFU.
+            Not in the paper; recorded in the sidecar. Measured on two assistants per small target (δ 2 at α 1):
+            every retained and held-out answer unchanged on a memorised target, which forgot as at the defaults; on a
+            target that knew its facts without memorising them, 1–4 of 40 forgotten facts came back in greedy answers.
         plausible_retain_loss_weight (`float` or `None`, defaults to `None`):
             ULD: weight, relative to `retain_loss_weight`, of a second retain term that makes the assistant flat on
             the target's plausible tokens at each retain answer position, the only tokens where it is subtracted
