@@ -8,7 +8,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from .logit_difference import DEFAULT_MIN_TOKENS_TO_KEEP
+from .logit_difference import DEFAULT_MIN_TOKENS_TO_KEEP, check_subtraction_margin
 from .methods import METHODS, get_method
 
 RETAIN_LOSSES: tuple[str, ...] = ("none", "nll", "kl")
@@ -388,11 +388,7 @@ class UnlearnConfig(TrainingArguments):
                 f"UnlearnConfig: min_tokens_to_keep={self.min_tokens_to_keep} must be ≥ 1 (the target's top tokens "
                 "that always count in the plausibility filter)."
             )
-        if self.subtraction_margin < 0 or (self.subtraction_margin > 0 and not self.one_sided_subtraction):
-            raise ValueError(
-                f"UnlearnConfig: subtraction_margin={self.subtraction_margin} must be ≥ 0 and needs "
-                "one_sided_subtraction=True (the margin lowers the clipped f)."
-            )
+        check_subtraction_margin(self.subtraction_margin, self.one_sided_subtraction)
         if self.forget_loss_weight < 0 or self.retain_loss_weight < 0:
             raise ValueError(
                 "UnlearnConfig: forget_loss_weight and retain_loss_weight must be ≥ 0, got "

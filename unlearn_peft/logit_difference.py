@@ -54,6 +54,15 @@ from torch import nn
 DEFAULT_MIN_TOKENS_TO_KEEP = 10
 
 
+def check_subtraction_margin(subtraction_margin: float, one_sided_subtraction: bool) -> None:
+    """Refuse a negative margin, or one without the one-sided subtraction it lowers."""
+    if subtraction_margin < 0 or (subtraction_margin > 0 and not one_sided_subtraction):
+        raise ValueError(
+            f"subtraction_margin={subtraction_margin} must be ≥ 0 and needs one_sided_subtraction=True (the margin "
+            "lowers the clipped f); pass one_sided_subtraction=True, or subtraction_margin=0."
+        )
+
+
 def plausible_token_mask(
     target_logits: torch.Tensor, plausibility_threshold: float, min_tokens_to_keep: int = 1
 ) -> torch.Tensor:
@@ -166,11 +175,7 @@ def uld_logits(
     `one_sided_subtraction`, `f(z_A)` is lowered by `subtraction_margin` and clipped at zero before any scaling: the
     assistant only lowers tokens, and only by what it prefers beyond the margin.
     """
-    if subtraction_margin < 0 or (subtraction_margin > 0 and not one_sided_subtraction):
-        raise ValueError(
-            f"subtraction_margin={subtraction_margin} must be ≥ 0 and needs one_sided_subtraction=True (the margin "
-            "lowers the clipped f)."
-        )
+    check_subtraction_margin(subtraction_margin, one_sided_subtraction)
     if assistant_weight == 0:
         return target_logits
     if weight_by_assistant_mass:

@@ -24,7 +24,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .assistant import early_exit_view, find_decoder_layers, num_decoder_layers
 from .cache import ULDCache
 from .hub import ADAPTER_WEIGHTS_NAME, push_adapter, resolve_adapter_dir
-from .logit_difference import uld_logits
+from .logit_difference import check_subtraction_margin, uld_logits
 from .quiet import announce_quantization_messages, peft_wrapping
 from .saving import staged_save
 from .sidecar import UnlearnSidecar, base_model_fingerprint
@@ -128,11 +128,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         self.weight_by_assistant_mass = bool(weight_by_assistant_mass)
         self.one_sided_subtraction = bool(one_sided_subtraction)
         self.subtraction_margin = float(subtraction_margin)
-        if self.subtraction_margin < 0 or (self.subtraction_margin > 0 and not self.one_sided_subtraction):
-            raise ValueError(
-                f"subtraction_margin={self.subtraction_margin} must be ≥ 0 and needs one_sided_subtraction=True: pass "
-                "one_sided_subtraction=True to ULDModel.from_pretrained, or subtraction_margin=0."
-            )
+        check_subtraction_margin(self.subtraction_margin, self.one_sided_subtraction)
         self.merged = merged
         self.plain_assistant_head = self._assistant_head_is_plain()
         self.generation_config = copy.deepcopy(target.generation_config)
