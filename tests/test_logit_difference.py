@@ -257,3 +257,28 @@ def test_one_sided_subtraction_keeps_the_targets_order_among_the_tokens_the_assi
     one_sided = uld_logits(target, assistant, 1.0, 1e-2, 4, one_sided_subtraction=True)
     assert plain.argmax() == 3
     assert one_sided.argmax() == 1
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [{}, {"one_sided_subtraction": True, "subtraction_margin": 0.5}, {"weight_by_assistant_mass": True}],
+    ids=["plain", "one-sided with margin", "mass-weighted"],
+)
+def test_exempt_tokens_keep_the_targets_logits_and_nothing_else_changes(variant):
+    """On the exempt tokens the result is the target's logit exactly, also where they are plausible; everywhere else
+    it equals the result without exemption; on every path."""
+    target, assistant = _logits(0), _logits(1)
+    alpha, tau, floor = 0.75, 1e-2, 4
+    mask = plausible_token_mask(target, tau, floor)
+    exempt = [3, 11]
+    assert mask[..., exempt].any()  # the exemption matters at some position
+    without = uld_logits(target, assistant, alpha, tau, floor, **variant)
+    with_exempt = uld_logits(target, assistant, alpha, tau, floor, exempt_token_ids=exempt, **variant)
+    assert not torch.equal(without[..., exempt], target[..., exempt])
+    assert torch.equal(with_exempt[..., exempt], target[..., exempt])
+    others = [token for token in range(target.shape[-1]) if token not in exempt]
+    assert torch.equal(with_exempt[..., others], without[..., others])
+    assert torch.equal(uld_logits(target, assistant, alpha, tau, floor, exempt_token_ids=[], **variant), without)
+    _assert_head_on_hidden_states_gives_the_same_logits(
+        target, alpha, tau, floor, exempt_token_ids=torch.tensor(exempt), **variant
+    )

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, pipeline
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 from unlearn_peft import SIDECAR_NAME, UnlearnTrainer
 from unlearn_peft.cache import ULDCache
@@ -73,7 +73,7 @@ def test_sidecar_values_and_overrides(tiny_adapter):
 
 
 def assert_saved_with_the_option_on_and_generates_as_forward_decodes(
-    model: ULDModel, option: str, directory, prompts, value: bool | float = True
+    model: ULDModel, option: str, directory, prompts, value: bool | float | list[int] = True
 ) -> None:
     """`model` (with the sidecar `option` at `value`) saves and reloads it so, and 6 greedy tokens from `generate`
     (with its caches) equal argmax decoding with `forward` over the whole sequence, on the second (left-padded)
@@ -93,14 +93,15 @@ def assert_saved_with_the_option_on_and_generates_as_forward_decodes(
 
 
 def older_adapter(adapter_dir, directory, schema_version: int, *fields_added_since: str):
-    """A copy of the adapter as an older version wrote it: its sidecar without `fields_added_since` (each checked to
-    hold today's default first) and with `schema_version`."""
+    """A copy of the adapter as an older version wrote it: its sidecar without `fields_added_since` and
+    `exempt_token_ids` (the latest field; each checked to hold today's default first) and with `schema_version`."""
     shutil.copytree(adapter_dir, directory)
     sidecar = json.loads((directory / SIDECAR_NAME).read_text())
-    assert sidecar["schema_version"] == 5
+    assert sidecar["schema_version"] == 6
     defaults = {"min_tokens_to_keep": DEFAULT_MIN_TOKENS_TO_KEEP, "weight_by_assistant_mass": False}
     defaults["subtraction_margin"] = 0.0
-    for name in fields_added_since:
+    defaults["exempt_token_ids"] = sorted(set(AutoTokenizer.from_pretrained(adapter_dir).all_special_ids))
+    for name in (*fields_added_since, "exempt_token_ids"):
         assert sidecar.pop(name) == defaults.get(name, False)
     sidecar["schema_version"] = schema_version
     (directory / SIDECAR_NAME).write_text(json.dumps(sidecar))
@@ -200,6 +201,42 @@ def test_subtraction_margin_from_the_sidecar_in_forward_and_generation(tiny_adap
     )
     with pytest.raises(ValueError, match=r"subtraction_margin=2.0 must be ≥ 0 and needs one_sided_subtraction=True"):
         ULDModel.from_pretrained(adapter_dir, subtraction_margin=2.0)
+
+
+def test_exempt_token_ids_from_the_sidecar_in_forward_and_generation(tiny_adapter, tmp_path, prompts, tokenizer):
+    """The tokenizer's special tokens by default and none for version-5 sidecars; set by override or sidecar, where
+    forward equals `z_T − α · f` from the target's and the assistant's own logits with `f` zero on those tokens, and
+    greedy generation equals decoding with full forwards. Ids outside the vocabulary are refused."""
+    _, adapter_dir = tiny_adapter
+    assert ULDModel.from_pretrained(adapter_dir).exempt_token_ids == sorted(set(tokenizer.all_special_ids))
+    assert ULDModel.from_pretrained(older_adapter(adapter_dir, tmp_path / "v5", 5)).exempt_token_ids == []
+
+    settings = {"plausibility_threshold": 0.95, "min_tokens_to_keep": 3}
+    with torch.no_grad():
+        plain = ULDModel.from_pretrained(adapter_dir, exempt_token_ids=[], **settings)
+        target = plain.target(**prompts).logits.double()
+        log_probs = torch.log_softmax(plain.assistant(**prompts).logits.double(), dim=-1)
+    # The target's top tokens at the last position of each prompt: plausible there, so exempting them matters.
+    exempt = sorted(set(target[:, -1].argmax(-1).tolist()))
+    model = ULDModel.from_pretrained(adapter_dir, exempt_token_ids=exempt, **settings)
+    top = target.topk(3, dim=-1).values
+    mask = target >= torch.minimum(top[..., :1] + math.log(0.95), top[..., -1:])
+    centred = log_probs - (log_probs * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True)
+    subtracted = centred * mask
+    expected_without = target - model.assistant_weight * subtracted
+    subtracted[..., exempt] = 0
+    expected = target - model.assistant_weight * subtracted
+    with torch.no_grad():
+        logits = model(**prompts).logits
+    torch.testing.assert_close(logits.double(), expected, rtol=0, atol=1e-5)
+    assert not torch.allclose(expected, expected_without, atol=1e-3)  # the exemption changes something here
+
+    assert_saved_with_the_option_on_and_generates_as_forward_decodes(
+        model, "exempt_token_ids", tmp_path / "exempt", prompts, value=exempt
+    )
+    vocab_size = len(tokenizer)
+    with pytest.raises(ValueError, match=rf"exempt_token_ids \[{vocab_size}\] are outside the target's vocabulary"):
+        ULDModel.from_pretrained(adapter_dir, exempt_token_ids=[0, vocab_size])
 
 
 def test_adapter_saved_under_the_legacy_sidecar_name_loads_and_is_saved_under_the_new_one(

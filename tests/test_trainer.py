@@ -114,6 +114,7 @@ def test_training_changes_only_lora_and_saves_assistant_adapter(
     assert sidecar["assistant_weight"] == 0.6 and sidecar["plausibility_threshold"] == 0.01
     assert sidecar["weight_by_assistant_mass"] is False and sidecar["one_sided_subtraction"] is False
     assert sidecar["subtraction_margin"] == 0.0
+    assert sidecar["exempt_token_ids"] == sorted(set(tokenizer.all_special_ids)) == [0, 1, 2]
     assert sidecar["base_model_fingerprint"] == {
         "architecture": "LlamaForCausalLM",
         "model_type": "llama",
@@ -121,7 +122,7 @@ def test_training_changes_only_lora_and_saves_assistant_adapter(
         "hidden_size": 64,
         "vocab_size": len(tokenizer),
     }
-    assert sidecar["library_version"] and sidecar["schema_version"] == 5
+    assert sidecar["library_version"] and sidecar["schema_version"] == 6
 
 
 def test_gradient_accumulation_matches_one_large_batch(tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain):

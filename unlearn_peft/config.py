@@ -102,6 +102,11 @@ class UnlearnConfig(TrainingArguments):
             Not in the paper; recorded in the sidecar. Measured on two assistants per small target (δ 2 at α 1):
             every retained and held-out answer unchanged on a memorised target, which forgot as at the defaults; on a
             target that knew its facts without memorising them, 1–4 of 40 forgotten facts came back in greedy answers.
+        exempt_special_tokens (`bool`, defaults to `True`):
+            Never subtract the assistant on the tokenizer's special tokens (end of turn, end of text): the target's
+            logits stand there. They carry no fact to forget, but the assistant learns where the forget answers end
+            along with what they say, and subtracting that moves where the target ends the answers it keeps. The
+            token ids are recorded in the sidecar. Not in the paper; measured in `benchmarks/RESULTS.md`.
         plausible_retain_loss_weight (`float` or `None`, defaults to `None`):
             ULD: weight, relative to `retain_loss_weight`, of a second retain term that makes the assistant flat on
             the target's plausible tokens at each retain answer position, the only tokens where it is subtracted
@@ -235,6 +240,13 @@ class UnlearnConfig(TrainingArguments):
             "help": "With one_sided_subtraction: lower the assistant's clipped centred log-probabilities by this many "
             "nats first, max(0, f - margin), so only what it prefers by more than the margin is subtracted. Not in "
             "the paper."
+        },
+    )
+    exempt_special_tokens: bool = field(
+        default=True,
+        metadata={
+            "help": "Never subtract the assistant on the tokenizer's special tokens (end of turn, end of text), so "
+            "the unlearned model ends its answers where the target does. Not in the paper."
         },
     )
     plausible_retain_loss_weight: float | None = field(

@@ -132,6 +132,7 @@ def _hyperparameters(sidecar: UnlearnSidecar, adapter_config: Mapping[str, Any])
             ("weighted by the assistant's mass on the plausible set", _format(sidecar.weight_by_assistant_mass)),
             ("one-sided subtraction (the assistant only lowers tokens)", _format(sidecar.one_sided_subtraction)),
             ("margin of the one-sided subtraction (nats)", _format(sidecar.subtraction_margin)),
+            ("tokens never subtracted (ids)", _format(sidecar.exempt_token_ids or "none")),
             ("retain loss", _uld_retain_loss(training)),
         ]
         if "converged" in training:

@@ -11,6 +11,7 @@ import functools
 import inspect
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         weight_by_assistant_mass: bool = False,
         one_sided_subtraction: bool = False,
         subtraction_margin: float = 0.0,
+        exempt_token_ids: Sequence[int] = (),
     ) -> None:
         # A copy: PreTrainedModel.__init__ may adjust attention settings, which must not reach the target.
         super().__init__(copy.deepcopy(target.config))
@@ -129,6 +131,15 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         self.one_sided_subtraction = bool(one_sided_subtraction)
         self.subtraction_margin = float(subtraction_margin)
         check_subtraction_margin(self.subtraction_margin, self.one_sided_subtraction)
+        self.exempt_token_ids = [int(token_id) for token_id in exempt_token_ids]
+        text_config = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
+        vocab_size = text_config.vocab_size
+        outside = [token_id for token_id in self.exempt_token_ids if not 0 <= token_id < vocab_size]
+        if outside:
+            raise ValueError(
+                f"exempt_token_ids {outside} are outside the target's vocabulary (0 to {vocab_size - 1}); pass ids of "
+                "its tokenizer, e.g. tokenizer.all_special_ids, or [] to subtract on every token."
+            )
         self.merged = merged
         self.plain_assistant_head = self._assistant_head_is_plain()
         self.generation_config = copy.deepcopy(target.generation_config)
@@ -147,6 +158,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         weight_by_assistant_mass: bool | None = None,
         one_sided_subtraction: bool | None = None,
         subtraction_margin: float | None = None,
+        exempt_token_ids: Sequence[int] | None = None,
         merge_assistant: bool = True,
         revision: str | None = None,
         token: str | None = None,
@@ -175,6 +187,9 @@ class ULDModel(PreTrainedModel, GenerationMixin):
             subtraction_margin (`float`, *optional*):
                 Overrides the sidecar's margin δ of the one-sided subtraction, `max(0, f(z_A) − δ)` (needs
                 `one_sided_subtraction`).
+            exempt_token_ids (`Sequence[int]`, *optional*):
+                Overrides the sidecar's tokens on which the assistant is never subtracted (by default the tokenizer's
+                special tokens; `[]` subtracts on every token).
             merge_assistant (`bool`, defaults to `True`):
                 `True`: copy the K assistant layers and merge the LoRA into the copy, so inference runs two plain
                 stacks (embeddings and LM head stay shared). `False`: share every base tensor and run the LoRA in
@@ -244,6 +259,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
                 sidecar.one_sided_subtraction if one_sided_subtraction is None else one_sided_subtraction
             ),
             subtraction_margin=sidecar.subtraction_margin if subtraction_margin is None else subtraction_margin,
+            exempt_token_ids=sidecar.exempt_token_ids if exempt_token_ids is None else exempt_token_ids,
         )
         return model.eval()
 
@@ -342,6 +358,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
                 weight_by_assistant_mass=self.weight_by_assistant_mass,
                 one_sided_subtraction=self.one_sided_subtraction,
                 subtraction_margin=self.subtraction_margin,
+                exempt_token_ids=self.exempt_token_ids,
             )
         loss = None
         if labels is not None:
@@ -359,6 +376,7 @@ class ULDModel(PreTrainedModel, GenerationMixin):
         sidecar.weight_by_assistant_mass = self.weight_by_assistant_mass
         sidecar.one_sided_subtraction = self.one_sided_subtraction
         sidecar.subtraction_margin = self.subtraction_margin
+        sidecar.exempt_token_ids = list(self.exempt_token_ids)
         # Atomic: a failure while writing leaves a previous adapter in save_directory loadable.
         with staged_save(save_directory) as staging:
             self.adapter_config.save_pretrained(str(staging))

@@ -29,6 +29,7 @@ class AdapterPublishingMixin(Trainer):
         """The `unlearn_sidecar.json` describing this run's adapter."""
         name_or_path, revision = base_model_reference(self.target_model.config)
         args = self.args
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         return UnlearnSidecar(
             method=args.method,
             base_model_name_or_path=name_or_path,
@@ -36,7 +37,7 @@ class AdapterPublishingMixin(Trainer):
             base_model_fingerprint=base_model_fingerprint(self.target_model),
             library_version=__version__,
             assistant_num_layers=self.assistant_num_layers,
-            **self.unlearning_method.sidecar_fields(args),
+            **self.unlearning_method.sidecar_fields(args, tokenizer),
             training={
                 **self.dataset_summary,
                 "retain_loss": self.unlearning_method.retain_loss_name(args),

@@ -31,7 +31,8 @@ LEGACY_SIDECAR_NAME = "unlearn_config.json"
 # 4: adds `one_sided_subtraction`; earlier ULD sidecars load with False (their behaviour), and for the same reason a
 #    reader of version 3 refuses these.
 # 5: adds `subtraction_margin`; earlier ULD sidecars load with 0.0 (their behaviour); a reader of version 4 refuses.
-SIDECAR_SCHEMA_VERSION = 5
+# 6: adds `exempt_token_ids`; earlier ULD sidecars load with [] (their behaviour); a reader of version 5 refuses.
+SIDECAR_SCHEMA_VERSION = 6
 
 
 def base_model_fingerprint(model: PreTrainedModel) -> dict[str, Any]:
@@ -73,6 +74,7 @@ class UnlearnSidecar:
     weight_by_assistant_mass: bool | None = None
     one_sided_subtraction: bool | None = None
     subtraction_margin: float | None = None
+    exempt_token_ids: list[int] | None = None
     training: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SIDECAR_SCHEMA_VERSION
 
@@ -110,6 +112,8 @@ class UnlearnSidecar:
             sidecar.one_sided_subtraction = False
         if sidecar.method == "uld" and sidecar.subtraction_margin is None:
             sidecar.subtraction_margin = 0.0
+        if sidecar.method == "uld" and sidecar.exempt_token_ids is None:
+            sidecar.exempt_token_ids = []
         return sidecar
 
     @classmethod

@@ -16,7 +16,7 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..answer_tokens import AnswerTokens
 from ..assistant import projection_lora_config
@@ -139,8 +139,8 @@ class UnlearningMethod:
         """How the sidecar and the card name the retain term."""
         return args.retain_loss
 
-    def sidecar_fields(self, args: UnlearnConfig) -> dict[str, Any]:
-        """Method-specific fields of the sidecar (ULD: α, τ and the filter floor)."""
+    def sidecar_fields(self, args: UnlearnConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+        """Method-specific fields of the sidecar (ULD: α, τ, the filter floor, the tokens never subtracted)."""
         return {}
 
     def training_fields(self, args: UnlearnConfig, retain_columns: list[str]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import torch
 from datasets import Dataset
 from peft import PeftConfig, PeftModel, get_peft_model
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..answer_tokens import AnswerTokens, forward_answer_tokens
 from ..assistant import (
@@ -198,7 +198,7 @@ class ULD(UnlearningMethod):
     def retain_loss_name(self, args: UnlearnConfig) -> str:
         return "uniform_kl"
 
-    def sidecar_fields(self, args: UnlearnConfig) -> dict[str, Any]:
+    def sidecar_fields(self, args: UnlearnConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
         return {
             "assistant_weight": args.assistant_weight,
             "plausibility_threshold": args.plausibility_threshold,
@@ -206,6 +206,7 @@ class ULD(UnlearningMethod):
             "weight_by_assistant_mass": args.weight_by_assistant_mass,
             "one_sided_subtraction": args.one_sided_subtraction,
             "subtraction_margin": args.subtraction_margin,
+            "exempt_token_ids": sorted(set(tokenizer.all_special_ids)) if args.exempt_special_tokens else [],
         }
 
     def card_title(self, retain_loss: str | None) -> str:
