@@ -12,8 +12,8 @@ Each α is also scored with `weight_by_assistant_mass=True` (rows "α, mass-weig
 position by the assistant's probability mass on the plausible set, and with `one_sided_subtraction=True` (rows
 "α, one-sided"): `f(z_A)` clipped at zero, so the assistant only lowers tokens (`unlearn_peft.logit_difference`),
 and with `subtraction_margin=2` as well (rows "α, one-sided, δ 2"): `max(0, f(z_A) − 2)`, only what the assistant
-prefers by more than 2 nats is lowered. Every row leaves the tokenizer's special tokens unsubtracted (the default,
-`exempt_special_tokens=True`) but "0.6, special tokens subtracted", which subtracts on every token as before.
+prefers by more than 2 nats is lowered; and with `exempt_special_tokens=True` (row "0.6, special tokens exempt"): the
+tokenizer's special tokens (end of turn, end of text) keep the target's logits.
 
 Reported per split (forget, the forget questions paraphrased and never trained on, retain, held-out general
 knowledge from `benchmarks/data/general_knowledge_heldout.jsonl`): the answer probability `exp(−mean NLL)` of the
@@ -47,11 +47,11 @@ ALPHAS = (1.0, 0.75, 0.6, 0.5, 0.4, 0.25)
 SUBTRACTION_MARGIN = 2.0
 PLAIN, MASS_WEIGHTED, ONE_SIDED = "", ", mass-weighted", ", one-sided"
 WITH_MARGIN = f", one-sided, δ {SUBTRACTION_MARGIN:g}"
-SPECIAL_SUBTRACTED = ", special tokens subtracted"
+SPECIAL_EXEMPT = ", special tokens exempt"
 MASS_WEIGHTED_ALPHAS = (1.0, 0.75, 0.6)
 ONE_SIDED_ALPHAS = (1.5, 1.0, 0.75, 0.6)
 WITH_MARGIN_ALPHAS = (1.5, 1.0)
-SPECIAL_SUBTRACTED_ALPHAS = (0.6,)
+SPECIAL_EXEMPT_ALPHAS = (0.6,)
 MAX_NEW_TOKENS = 24
 RUN_TOGETHER_CHARACTERS = 25
 
@@ -78,8 +78,8 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
     keys += [(alpha, MASS_WEIGHTED) for alpha in MASS_WEIGHTED_ALPHAS]
     keys += [(alpha, ONE_SIDED) for alpha in ONE_SIDED_ALPHAS]
     keys += [(alpha, WITH_MARGIN) for alpha in WITH_MARGIN_ALPHAS]
-    keys += [(alpha, SPECIAL_SUBTRACTED) for alpha in SPECIAL_SUBTRACTED_ALPHAS]
-    exempt = model.exempt_token_ids  # the sidecar's: the tokenizer's special tokens at the defaults
+    keys += [(alpha, SPECIAL_EXEMPT) for alpha in SPECIAL_EXEMPT_ALPHAS]
+    defaults, special = model.exempt_token_ids, sorted(set(tokenizer.all_special_ids))
     settings = {
         (alpha, variant): (
             alpha,
@@ -89,7 +89,7 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
             variant == MASS_WEIGHTED,
             variant in (ONE_SIDED, WITH_MARGIN),
             SUBTRACTION_MARGIN if variant == WITH_MARGIN else 0.0,
-            [] if variant == SPECIAL_SUBTRACTED else exempt,
+            special if variant == SPECIAL_EXEMPT else defaults,
         )
         for alpha, variant in keys
     }
@@ -100,7 +100,7 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
         model.weight_by_assistant_mass = variant == MASS_WEIGHTED
         model.one_sided_subtraction = variant in (ONE_SIDED, WITH_MARGIN)
         model.subtraction_margin = SUBTRACTION_MARGIN if variant == WITH_MARGIN else 0.0
-        model.exempt_token_ids = [] if variant == SPECIAL_SUBTRACTED else exempt
+        model.exempt_token_ids = special if variant == SPECIAL_EXEMPT else defaults
         generated[alpha, variant] = {
             split: greedy_answers(
                 model, tokenizer, [q for q, _ in pairs], max_new_tokens=MAX_NEW_TOKENS, description=f"α={alpha}"

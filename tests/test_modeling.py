@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+from transformers import AutoModelForCausalLM, pipeline
 
 from unlearn_peft import SIDECAR_NAME, UnlearnTrainer
 from unlearn_peft.cache import ULDCache
@@ -100,7 +100,7 @@ def older_adapter(adapter_dir, directory, schema_version: int, *fields_added_sin
     assert sidecar["schema_version"] == 6
     defaults = {"min_tokens_to_keep": DEFAULT_MIN_TOKENS_TO_KEEP, "weight_by_assistant_mass": False}
     defaults["subtraction_margin"] = 0.0
-    defaults["exempt_token_ids"] = sorted(set(AutoTokenizer.from_pretrained(adapter_dir).all_special_ids))
+    defaults["exempt_token_ids"] = []
     for name in (*fields_added_since, "exempt_token_ids"):
         assert sidecar.pop(name) == defaults.get(name, False)
     sidecar["schema_version"] = schema_version
@@ -204,11 +204,11 @@ def test_subtraction_margin_from_the_sidecar_in_forward_and_generation(tiny_adap
 
 
 def test_exempt_token_ids_from_the_sidecar_in_forward_and_generation(tiny_adapter, tmp_path, prompts, tokenizer):
-    """The tokenizer's special tokens by default and none for version-5 sidecars; set by override or sidecar, where
-    forward equals `z_T − α · f` from the target's and the assistant's own logits with `f` zero on those tokens, and
-    greedy generation equals decoding with full forwards. Ids outside the vocabulary are refused."""
+    """None by default and for version-5 sidecars; set by override or sidecar, where forward equals `z_T − α · f`
+    from the target's and the assistant's own logits with `f` zero on those tokens, and greedy generation equals
+    decoding with full forwards. Ids outside the vocabulary are refused."""
     _, adapter_dir = tiny_adapter
-    assert ULDModel.from_pretrained(adapter_dir).exempt_token_ids == sorted(set(tokenizer.all_special_ids))
+    assert ULDModel.from_pretrained(adapter_dir).exempt_token_ids == []
     assert ULDModel.from_pretrained(older_adapter(adapter_dir, tmp_path / "v5", 5)).exempt_token_ids == []
 
     settings = {"plausibility_threshold": 0.95, "min_tokens_to_keep": 3}

@@ -7,7 +7,7 @@ import torch
 from peft import LoraConfig
 from safetensors.torch import load_file
 
-from unlearn_peft import SIDECAR_NAME, UnlearnConfig, UnlearnTrainer
+from unlearn_peft import SIDECAR_NAME, ULDModel, UnlearnConfig, UnlearnTrainer
 from unlearn_peft.loading import load_causal_lm
 
 from .conftest import qa_only
@@ -114,7 +114,7 @@ def test_training_changes_only_lora_and_saves_assistant_adapter(
     assert sidecar["assistant_weight"] == 0.6 and sidecar["plausibility_threshold"] == 0.01
     assert sidecar["weight_by_assistant_mass"] is False and sidecar["one_sided_subtraction"] is False
     assert sidecar["subtraction_margin"] == 0.0
-    assert sidecar["exempt_token_ids"] == sorted(set(tokenizer.all_special_ids)) == [0, 1, 2]
+    assert sidecar["exempt_token_ids"] == []
     assert sidecar["base_model_fingerprint"] == {
         "architecture": "LlamaForCausalLM",
         "model_type": "llama",
@@ -123,6 +123,27 @@ def test_training_changes_only_lora_and_saves_assistant_adapter(
         "vocab_size": len(tokenizer),
     }
     assert sidecar["library_version"] and sidecar["schema_version"] == 6
+
+
+def test_exempt_special_tokens_records_the_tokenizers_special_ids_and_the_loaded_model_uses_them(
+    tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain
+):
+    trainer = UnlearnTrainer(
+        make_tiny_llama(num_layers=4),
+        args=_args(tmp_path, assistant_num_layers=2, max_steps=1, exempt_special_tokens=True),
+        forget_dataset=qa_only(tofu_forget[:2]),
+        retain_dataset=qa_only(tofu_retain[:2]),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    trainer.save_model(str(tmp_path / "adapter"))
+    sidecar = json.loads((tmp_path / "adapter" / SIDECAR_NAME).read_text())
+    special_ids = sorted({tokenizer.eos_token_id, tokenizer.bos_token_id, *tokenizer.all_special_ids})
+    assert sidecar["exempt_token_ids"] == special_ids and tokenizer.eos_token_id in special_ids
+    loaded = ULDModel.from_pretrained(tmp_path / "adapter", base_model=make_tiny_llama(num_layers=4))
+    assert loaded.exempt_token_ids == special_ids
+    card = (tmp_path / "adapter" / "README.md").read_text()
+    assert f"| tokens never subtracted (ids) | {', '.join(map(str, special_ids))} |" in card
 
 
 def test_gradient_accumulation_matches_one_large_batch(tmp_path, make_tiny_llama, tokenizer, tofu_forget, tofu_retain):

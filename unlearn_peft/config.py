@@ -102,11 +102,14 @@ class UnlearnConfig(TrainingArguments):
             Not in the paper; recorded in the sidecar. Measured on two assistants per small target (δ 2 at α 1):
             every retained and held-out answer unchanged on a memorised target, which forgot as at the defaults; on a
             target that knew its facts without memorising them, 1–4 of 40 forgotten facts came back in greedy answers.
-        exempt_special_tokens (`bool`, defaults to `True`):
+        exempt_special_tokens (`bool`, defaults to `False`):
             Never subtract the assistant on the tokenizer's special tokens (end of turn, end of text): the target's
             logits stand there. They carry no fact to forget, but the assistant learns where the forget answers end
             along with what they say, and subtracting that moves where the target ends the answers it keeps. The
-            token ids are recorded in the sidecar. Not in the paper; measured in `benchmarks/RESULTS.md`.
+            token ids are recorded in the sidecar (`[]` when off). Not in the paper. Measured on one assistant per
+            small target (`benchmarks/RESULTS.md`): demo held-out general knowledge 0.876× → 0.952× of the base,
+            memorised target unchanged, but on TOFU in small forget quality 0.405 → 0.097 at the same utility (the
+            truth ratios score the end of turn), so it is off by default.
         plausible_retain_loss_weight (`float` or `None`, defaults to `None`):
             ULD: weight, relative to `retain_loss_weight`, of a second retain term that makes the assistant flat on
             the target's plausible tokens at each retain answer position, the only tokens where it is subtracted
@@ -243,7 +246,7 @@ class UnlearnConfig(TrainingArguments):
         },
     )
     exempt_special_tokens: bool = field(
-        default=True,
+        default=False,
         metadata={
             "help": "Never subtract the assistant on the tokenizer's special tokens (end of turn, end of text), so "
             "the unlearned model ends its answers where the target does. Not in the paper."

@@ -41,11 +41,12 @@ answer it remembers by at least 7.5 nats at every forget answer token and any re
 most 3.4 (but one end-of-turn token): a margin of a few nats keeps the lever that forgets and drops the noise that
 changes retained answers (`benchmarks/RESULTS.md`). Also an addition of this library, off by default (δ = 0).
 
-`f` is zero on the exempt tokens, by default the tokenizer's special tokens (end of turn, end of text): the target's
-logits stand there. They carry no fact to forget, but the assistant learns the forget answers' *form* with their
-content, above all where they end, and subtracting it on the end-of-turn token moves where the target ends answers
-it should keep: on the demo it cut one held-out answer's probability to 0.095× (`benchmarks/RESULTS.md`). Also an
-addition of this library.
+With `exempt_token_ids` (`exempt_special_tokens`: the tokenizer's special tokens, end of turn and end of text), `f`
+is zero on those tokens: the target's logits stand there. They carry no fact to forget, but the assistant learns the
+forget answers' *form* with their content, above all where they end, and subtracting it on the end-of-turn token
+moves where the target ends answers it should keep: on the demo it cut one held-out answer's probability to 0.095×
+(`benchmarks/RESULTS.md`). Also an addition of this library, off by default: on TOFU in small it lowered forget
+quality, whose truth ratios score the end of turn too.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def uld_logits(
     is scaled by `P_A(S)` at each position (see the module docstring); the whole head then runs. With
     `one_sided_subtraction`, `f(z_A)` is lowered by `subtraction_margin` and clipped at zero before any scaling: the
     assistant only lowers tokens, and only by what it prefers beyond the margin. `f(z_A)` is zero on
-    `exempt_token_ids` (the tokenizer's special tokens, by default in training): the target's logits stand there.
+    `exempt_token_ids` (the tokenizer's special tokens with `exempt_special_tokens`): the target's logits stand there.
     """
     check_subtraction_margin(subtraction_margin, one_sided_subtraction)
     if assistant_weight == 0:
