@@ -188,8 +188,9 @@ class ULDModel(PreTrainedModel, GenerationMixin):
                 Overrides the sidecar's margin δ of the one-sided subtraction, `max(0, f(z_A) − δ)` (needs
                 `one_sided_subtraction`).
             exempt_token_ids (`Sequence[int]`, *optional*):
-                Overrides the sidecar's tokens on which the assistant is never subtracted (by default the tokenizer's
-                special tokens; `[]` subtracts on every token).
+                Overrides the sidecar's tokens on which the assistant is never subtracted (the trainer records the
+                tokenizer's special tokens with `exempt_special_tokens=True`, else none; `[]` subtracts on every
+                token).
             merge_assistant (`bool`, defaults to `True`):
                 `True`: copy the K assistant layers and merge the LoRA into the copy, so inference runs two plain
                 stacks (embeddings and LM head stay shared). `False`: share every base tensor and run the LoRA in
