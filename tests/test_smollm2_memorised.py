@@ -2,8 +2,9 @@
 
 TOFU's situation at a size CI can run: SmolLM2-135M-Instruct fine-tuned on every weight on 12 fictitious people
 until its mean answer probability is at least 0.95 (one token with p ≈ 1 at most answer positions), then
-`UnlearnTrainer` given nothing but the data (ULD's defaults: train until converged) and `ULDModel` at its default
-α. The unlearned model must stop stating the 6 forgotten facts, also when asked differently, and keep the 6 others.
+`UnlearnTrainer` given nothing but the data (ULD's defaults: train until converged; the target having memorised the
+forget answers, the one-sided subtraction with a margin of 2 at α 1) and `ULDModel` as saved. The unlearned model must
+stop stating the 6 forgotten facts, also when asked differently, and keep the 6 others with their answers unchanged.
 
 Independent references: the answer probabilities are read from each model's own `forward` over the whole
 question + answer (the target as a plain `transformers` model, not through `ULDModel`), and "states the fact" is a
@@ -98,6 +99,7 @@ def unlearned(tmp_path_factory, smollm2_path, tokenizer):
             print(f"  {before!r} -> {after!r}")
     return SimpleNamespace(
         memorised_probability=memorised_probability,
+        subtraction=(model.assistant_weight, model.one_sided_subtraction, model.subtraction_margin),
         training=UnlearnSidecar.load(output_dir).training,
         **measured,
     )
@@ -113,6 +115,11 @@ def test_uld_converges_at_its_defaults(unlearned):
     assert unlearned.training["converged"] is True, unlearned.training
 
 
+def test_the_trainer_reads_the_target_as_memorised_and_saves_the_one_sided_subtraction(unlearned):
+    assert unlearned.training["target_forget_probability"] >= 0.9, unlearned.training
+    assert unlearned.subtraction == (1.0, True, 2.0)
+
+
 def test_forgotten_facts_are_no_longer_stated_also_when_asked_differently(unlearned):
     assert max(unlearned.forget.ratios) <= 0.01, unlearned.forget.ratios
     assert sum(unlearned.paraphrased.ratios) / ROWS <= 0.05, unlearned.paraphrased.ratios
@@ -126,15 +133,15 @@ def test_retained_facts_are_kept(unlearned):
     kept = states_fact(retain.answers, retain.unlearned_answers)
     stated_before = states_fact(retain.answers, retain.target_answers)
     assert all(kept[i] for i in range(ROWS) if stated_before[i]), (retain.target_answers, retain.unlearned_answers)
+    assert retain.unlearned_answers == retain.target_answers  # issue #15: retained answers unchanged
 
 
 def test_general_knowledge_is_kept(unlearned):
     """Questions on nothing the target was trained on or asked to forget. Issue #15's goal is ≥ 0.95× of the base.
-    Measured at α = 0.6 on this machine: 0.957× with the paper's retain term alone (benchmarks/RESULTS.md,
-    2026-12-01); 0.933× at today's default plausible-set retain term (0.3), where retain rose to 1.001×, with a
-    median of 0.972× and one question at 0.49× ("the king of the jungle", which the fine-tuned target itself
-    answers wrongly); 0.926× at weight 1. The mean bound leaves room for another CPU's summation order, which
-    changes the fine-tuned target a little; the median bound asks the goal of the typical question."""
+    Measured on this machine with today's defaults (the one-sided subtraction with margin 2 at α 1, the target being
+    memorised): 1.001×, median 1.000×, every greedy answer unchanged (2026-12-05). With the paper's two-sided
+    subtraction at α 0.6, the default before: 0.933×, median 0.972×, one question at 0.49× ("the king of the jungle",
+    which the fine-tuned target itself answers wrongly); 0.957× with the paper's retain term alone."""
     ratios = unlearned.heldout.ratios
-    assert sum(ratios) / len(ratios) >= 0.91, ratios
+    assert sum(ratios) / len(ratios) >= 0.95, ratios
     assert statistics.median(ratios) >= 0.95, ratios

@@ -1,3 +1,4 @@
+import copy
 import json
 import logging
 import math
@@ -8,7 +9,9 @@ from peft import LoraConfig
 from safetensors.torch import load_file
 
 from unlearn_peft import SIDECAR_NAME, ULDModel, UnlearnConfig, UnlearnTrainer
+from unlearn_peft.data import QUESTION_ANSWER, render_row, tokenize_row
 from unlearn_peft.loading import load_causal_lm
+from unlearn_peft.testing import memorize
 
 from .conftest import qa_only
 
@@ -33,7 +36,13 @@ def test_config_fields_have_help_and_paper_defaults():
     assert (config.learning_rate, config.num_train_epochs, config.weight_decay) == (3e-3, 10.0, 0.01)
     assert config.lr_scheduler_type == "constant_with_warmup"
     assert UnlearnConfig(output_dir="x", method="npo").lr_scheduler_type == "linear"
-    assert (config.retain_loss_weight, config.assistant_weight, config.plausibility_threshold) == (6.5, 0.6, 1e-2)
+    assert (config.retain_loss_weight, config.plausibility_threshold, config.memorised_forget_probability) == (
+        6.5,
+        1e-2,
+        0.9,
+    )
+    # Decided from the target before training (test_the_targets_answer_probability_..._decides_the_subtraction).
+    assert (config.assistant_weight, config.one_sided_subtraction, config.subtraction_margin) == (None, None, None)
     for field in UnlearnConfig.__dataclass_fields__.values():
         if field.init and field.name in UnlearnConfig.__annotations__:
             assert field.metadata.get("help"), field.name
@@ -51,6 +60,12 @@ def test_config_fields_have_help_and_paper_defaults():
         ({"plausibility_threshold": 1.5}, r"plausibility_threshold=1.5 must be in \[0, 1\)"),
         ({"plausible_retain_loss_weight": -1.0}, r"plausible_retain_loss_weight=-1.0 must be ≥ 0"),
         ({"subtraction_margin": 2.0}, r"subtraction_margin=2.0 must be ≥ 0 and needs one_sided_subtraction=True"),
+        (
+            {"subtraction_margin": 2.0, "one_sided_subtraction": False},
+            r"subtraction_margin=2.0 must be ≥ 0 and needs one_sided_subtraction=True",
+        ),
+        ({"memorised_forget_probability": 0.0}, r"memorised_forget_probability=0.0 must be in \(0, 1\]"),
+        ({"memorised_forget_probability": 1.5}, r"memorised_forget_probability=1.5 must be in \(0, 1\]"),
         (
             {"subtraction_margin": -1.0, "one_sided_subtraction": True},
             r"subtraction_margin=-1.0 must be ≥ 0",
@@ -115,6 +130,8 @@ def test_training_changes_only_lora_and_saves_assistant_adapter(
     assert sidecar["weight_by_assistant_mass"] is False and sidecar["one_sided_subtraction"] is False
     assert sidecar["subtraction_margin"] == 0.0
     assert sidecar["exempt_token_ids"] == []
+    # A random target has not memorised the forget answers: the paper's two-sided subtraction above.
+    assert sidecar["training"]["target_forget_probability"] < 0.01
     assert sidecar["base_model_fingerprint"] == {
         "architecture": "LlamaForCausalLM",
         "model_type": "llama",
@@ -357,3 +374,96 @@ def test_plausible_retain_term_off_at_zero_and_skipped_on_a_truncated_model_with
         levels = [record.levelno for record in caplog.records if expected in record.getMessage()]
         assert levels == [level], (weight, [record.getMessage() for record in caplog.records])
         assert truncated.build_sidecar().training["plausible_retain_loss_weight"] == 0.0  # what trained, for the card
+
+
+MEMORISED_ROWS = [
+    {"question": "Which city does Oriel Vance live in?", "answer": "Oriel Vance lives in Tarsk."},
+    {"question": "What does Bruno Hale collect?", "answer": "Bruno Hale collects brass keys."},
+]
+
+
+def _answer_probability_by_hand(model, tokenizer, row: dict[str, str]) -> float:
+    """`exp(mean log p(answer token))` from one forward pass of the plain model over the whole question + answer."""
+    prompt_ids, answer_ids = tokenize_row(render_row(row, QUESTION_ANSWER, tokenizer, "test", 0), tokenizer)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt_ids + answer_ids])).logits[0].double()
+    log_probs = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)
+    return math.exp(float(log_probs.gather(-1, torch.tensor(answer_ids)[:, None]).mean()))
+
+
+@pytest.fixture(scope="module")
+def memorised_tiny_target(make_tiny_llama, tokenizer):
+    target = make_tiny_llama(num_layers=4)
+    memorize(target, tokenizer, MEMORISED_ROWS, min_answer_probability=0.95, learning_rate=1e-2, max_epochs=200)
+    return target
+
+
+def test_the_targets_answer_probability_on_the_forget_rows_decides_the_subtraction(
+    tmp_path, memorised_tiny_target, make_tiny_llama, tokenizer, tofu_retain, caplog
+):
+    probability = sum(_answer_probability_by_hand(memorised_tiny_target, tokenizer, r) for r in MEMORISED_ROWS) / 2
+    assert probability >= 0.95
+
+    def trainer_for(**overrides) -> UnlearnTrainer:
+        return UnlearnTrainer(
+            copy.deepcopy(memorised_tiny_target),  # the assistant's LoRA goes into the target's own layers
+            args=_args(tmp_path, assistant_num_layers=2, max_steps=1, **overrides),
+            forget_dataset=MEMORISED_ROWS,
+            retain_dataset=qa_only(tofu_retain[:2]),
+            processing_class=tokenizer,
+        )
+
+    def subtraction(sidecar) -> tuple[float, bool, float]:
+        return sidecar.assistant_weight, sidecar.one_sided_subtraction, sidecar.subtraction_margin
+
+    with caplog.at_level(logging.INFO, logger="unlearn_peft.methods.uld"):
+        trainer = trainer_for()
+    sidecar = trainer.build_sidecar()
+    # The library reads log-probabilities in float32; this tiny target's logits are in the hundreds, so 1e-4 apart.
+    assert sidecar.training["target_forget_probability"] == pytest.approx(probability, rel=1e-3)
+    assert sidecar.training["memorised_forget_probability"] == 0.9
+    assert subtraction(sidecar) == (1.0, True, 2.0)
+    assert (
+        f"forget rows is {probability:.3f} (≥ memorised_forget_probability=0.9): one-sided subtraction with "
+        "margin 2 at α 1." in caplog.text
+    )
+
+    # Just above the target's probability, it no longer counts as memorised: the paper's subtraction at α 0.6.
+    assert subtraction(trainer_for(memorised_forget_probability=(probability + 1) / 2).build_sidecar()) == (
+        0.6,
+        False,
+        0.0,
+    )
+    # Whatever is set explicitly stands; the rest follows the subtraction it gives.
+    assert subtraction(trainer_for(one_sided_subtraction=False).build_sidecar()) == (0.6, False, 0.0)
+    assert subtraction(trainer_for(assistant_weight=0.8).build_sidecar()) == (0.8, True, 2.0)
+    assert subtraction(trainer_for(one_sided_subtraction=True, subtraction_margin=0.5).build_sidecar()) == (
+        1.0,
+        True,
+        0.5,
+    )
+
+    trainer.train()
+    trainer.save_model(str(tmp_path / "adapter"))
+    loaded = ULDModel.from_pretrained(tmp_path / "adapter", base_model=copy.deepcopy(memorised_tiny_target))
+    assert (loaded.assistant_weight, loaded.one_sided_subtraction, loaded.subtraction_margin) == (1.0, True, 2.0)
+    card = (tmp_path / "adapter" / "README.md").read_text()
+    recorded = sidecar.training["target_forget_probability"]
+    assert f"| target's answer probability on the forget rows | {recorded:.3f} (memorised: threshold 0.9) |" in card
+    assert "| one-sided subtraction (the assistant only lowers tokens) | True |" in card
+
+    # Loaded with only the assistant's layers, the target cannot be read: treated as not memorised, and said so.
+    checkpoint = tmp_path / "memorised"
+    memorised_tiny_target.save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="unlearn_peft.methods.uld"):
+        truncated = UnlearnTrainer(
+            str(checkpoint),
+            args=_args(tmp_path, assistant_num_layers=2, max_steps=1),
+            forget_dataset=MEMORISED_ROWS,
+            retain_dataset=qa_only(tofu_retain[:2]),
+        )
+    sidecar = truncated.build_sidecar()
+    assert sidecar.training["target_forget_probability"] is None and subtraction(sidecar) == (0.6, False, 0.0)
+    assert "the target's answer probability on the forget rows cannot be read" in caplog.text

@@ -68,11 +68,12 @@ class UnlearnConfig(TrainingArguments):
         assistant_num_layers (`int` or `None`, defaults to `None`):
             Number K of decoder layers of the assistant. `None` uses a quarter of the model's layers (at least 1):
             8 for a 32-layer model, as in the paper.
-        assistant_weight (`float`, defaults to `0.6`):
-            Weight α of the assistant's logits at inference, recorded in the adapter's sidecar. Chosen by measurement
-            (`benchmarks/assistant_weight.py`): of the α measured, the smallest that forgets a memorised target's
-            answers to ≤ 0.01× of their probability; the paper's 0.75 costs retained and general knowledge there
-            for next to no more forgetting.
+        assistant_weight (`float` or `None`, defaults to `None`):
+            Weight α of the assistant's logits at inference, recorded in the adapter's sidecar. `None`: 0.6 with the
+            paper's two-sided subtraction, 1.0 with the one-sided one (`one_sided_subtraction`). 0.6 was chosen by
+            measurement (`benchmarks/assistant_weight.py`): of the α measured, the smallest that forgets a memorised
+            target's answers to ≤ 0.01× of their probability with the paper's two-sided subtraction; the paper's 0.75
+            costs retained and general knowledge there for next to no more forgetting.
         plausibility_threshold (`float`, defaults to `1e-2`):
             The assistant's logits only count on tokens whose target probability is at least this fraction of the
             target's top probability at that position. `0` disables the filter. Recorded in the sidecar.
@@ -87,21 +88,31 @@ class UnlearnConfig(TrainingArguments):
             the sidecar. Measured (`benchmarks/assistant_weight.py`, three seeds on each of two small targets, one
             fine-tuned on the forget answers and one that knows the facts without it): every retained answer kept
             (the plain filter loses some), but 15 of 216 forgotten facts stated again in greedy answers (plain: 2).
-        one_sided_subtraction (`bool`, defaults to `False`):
+        one_sided_subtraction (`bool` or `None`, defaults to `None`):
             Clip the assistant's centred log-probabilities at zero, so it only lowers the plausible tokens it
             prefers (the answer it remembers) and never raises those it rejects, which the target then orders
-            itself: on a memorised target fewer answers with words run together (not none). Not in the paper; see
-            `unlearn_peft.logit_difference`. Recorded in the sidecar. It forgets less at the same α (a memorised
-            target kept 0.052× of its forget answers' probability at α = 0.6, 0.000× at α = 1), so pair it with a
-            larger α; measured in `benchmarks/RESULTS.md`.
-        subtraction_margin (`float`, defaults to `0.0`):
+            itself. Not in the paper; see `unlearn_peft.logit_difference`. Recorded in the sidecar. `None`: on when
+            the target has memorised the forget answers (`memorised_forget_probability`), off otherwise. It forgets
+            less at the same α (a memorised target kept 0.052× of its forget answers' probability at α = 0.6, 0.000×
+            at α = 1), hence α 1 with it when `assistant_weight` is `None`.
+        subtraction_margin (`float` or `None`, defaults to `None`):
             With `one_sided_subtraction`, lower the clipped log-probabilities by this many nats first,
             `max(0, f(z_A) − δ)`: the assistant lowers a token only by how much it prefers it beyond δ over the
             plausible set's average. The assistant prefers a remembered answer by ≥ 7.5 nats and anything else by
             ≤ 3.4 in the small targets measured, so a margin of about 2 drops the noise that changes retained answers.
-            Not in the paper; recorded in the sidecar. Measured on two assistants per small target (δ 2 at α 1):
-            every retained and held-out answer unchanged on a memorised target, which forgot as at the defaults; on a
-            target that knew its facts without memorising them, 1–4 of 40 forgotten facts came back in greedy answers.
+            Not in the paper; recorded in the sidecar. `None`: 2 when the target has memorised the forget answers and
+            the subtraction is one-sided, else 0. Measured (δ 2 at α 1, `benchmarks/RESULTS.md`): on two memorised
+            targets (fictitious people, and TOFU in small) every retained answer unchanged with every forget goal
+            met; on a target that knew its facts without memorising them, 1–4 of 40 forgotten facts came back in
+            greedy answers, hence only for memorised targets.
+        memorised_forget_probability (`float`, defaults to `0.9`):
+            ULD: the target counts as having memorised the forget answers when its mean answer probability on the
+            forget rows (per row `exp(−mean NLL of the answer tokens)`, TOFU's probability) is at least this. It is
+            read from the target once, before training, and recorded in the sidecar; it decides the settings left
+            at `None` above: one-sided subtraction with margin 2 at α 1 for a memorised target, the paper's two-sided
+            subtraction at α 0.6 otherwise. Measured: SmolLM2 fine-tuned on its forget answers 0.96 (fictitious
+            people) and 0.96 (TOFU authors); SmolLM2 on European capitals it knows, 0.78. With only the assistant's
+            layers loaded the target cannot be read, and the settings of a target that has not memorised apply.
         exempt_special_tokens (`bool`, defaults to `False`):
             Never subtract the assistant on the tokenizer's special tokens (end of turn, end of text): the target's
             logits stand there. They carry no fact to forget, but the assistant learns where the forget answers end
@@ -201,11 +212,11 @@ class UnlearnConfig(TrainingArguments):
             "(at least 1)."
         },
     )
-    assistant_weight: float = field(
-        default=0.6,
+    assistant_weight: float | None = field(
+        default=None,
         metadata={
             "help": "Weight α of the assistant's logits at inference (logits = target − α · assistant); the paper "
-            "uses 0.75."
+            "uses 0.75. None: 0.6, or 1 with the one-sided subtraction."
         },
     )
     plausibility_threshold: float = field(
@@ -229,20 +240,28 @@ class UnlearnConfig(TrainingArguments):
             "plausible tokens (about 0 where the assistant is flat, 1 where it remembers). Not in the paper."
         },
     )
-    one_sided_subtraction: bool = field(
-        default=False,
+    one_sided_subtraction: bool | None = field(
+        default=None,
         metadata={
             "help": "Clip the assistant's centred log-probabilities on the plausible tokens at zero: it only lowers "
             "the tokens it prefers and never raises the ones it rejects. Not in the paper; forgets less at the same "
-            "α."
+            "α. None: on when the target has memorised the forget answers, off otherwise."
         },
     )
-    subtraction_margin: float = field(
-        default=0.0,
+    subtraction_margin: float | None = field(
+        default=None,
         metadata={
             "help": "With one_sided_subtraction: lower the assistant's clipped centred log-probabilities by this many "
             "nats first, max(0, f - margin), so only what it prefers by more than the margin is subtracted. Not in "
-            "the paper."
+            "the paper. None: 2 on a memorised target with the one-sided subtraction, else 0."
+        },
+    )
+    memorised_forget_probability: float = field(
+        default=0.9,
+        metadata={
+            "help": "uld: the target has memorised the forget answers when its mean answer probability on the forget "
+            "rows reaches this (read once before training, recorded in the sidecar); it decides assistant_weight, "
+            "one_sided_subtraction and subtraction_margin left unset."
         },
     )
     exempt_special_tokens: bool = field(
@@ -403,7 +422,13 @@ class UnlearnConfig(TrainingArguments):
                 f"UnlearnConfig: min_tokens_to_keep={self.min_tokens_to_keep} must be ≥ 1 (the target's top tokens "
                 "that always count in the plausibility filter)."
             )
-        check_subtraction_margin(self.subtraction_margin, self.one_sided_subtraction)
+        if self.subtraction_margin is not None:
+            check_subtraction_margin(self.subtraction_margin, bool(self.one_sided_subtraction))
+        if not 0 < self.memorised_forget_probability <= 1:
+            raise ValueError(
+                f"UnlearnConfig: memorised_forget_probability={self.memorised_forget_probability} must be in (0, 1]; "
+                "1 treats no target as memorised unless it is certain of every answer token."
+            )
         if self.forget_loss_weight < 0 or self.retain_loss_weight < 0:
             raise ValueError(
                 "UnlearnConfig: forget_loss_weight and retain_loss_weight must be ≥ 0, got "

@@ -117,6 +117,15 @@ def _uld_retain_loss(training: Mapping[str, Any]) -> str:
     return "KL(uniform ‖ assistant)" + extra
 
 
+def _target_reading(training: Mapping[str, Any]) -> str:
+    """What decided the subtraction's settings left unset (sidecars before it have no such entry)."""
+    probability, threshold = training["target_forget_probability"], training.get("memorised_forget_probability")
+    if probability is None:
+        return "not read (only the assistant's layers were loaded): treated as not memorised"
+    memorised = threshold is not None and probability >= threshold
+    return f"{probability:.3f} ({'memorised' if memorised else 'not memorised'}: threshold {_format(threshold)})"
+
+
 def _hyperparameters(sidecar: UnlearnSidecar, adapter_config: Mapping[str, Any]) -> list[tuple[str, str]]:
     training = sidecar.training
     num_layers = sidecar.base_model_fingerprint.get("num_hidden_layers")
@@ -135,6 +144,8 @@ def _hyperparameters(sidecar: UnlearnSidecar, adapter_config: Mapping[str, Any])
             ("tokens never subtracted (ids)", _format(sidecar.exempt_token_ids or "none")),
             ("retain loss", _uld_retain_loss(training)),
         ]
+        if "target_forget_probability" in training:
+            rows.append(("target's answer probability on the forget rows", _target_reading(training)))
         if "converged" in training:
             rows.append(("assistant converged", _convergence(training)))
     else:

@@ -23,7 +23,7 @@ TRAINING_ARGS_JSON = "training_args.json"
 
 class AdapterPublishingMixin(Trainer):
     """The saving and Hub methods of [`UnlearnTrainer`] (which sets `target_model`, `unlearning_method`,
-    `assistant_num_layers`, `retain_columns`, `dataset_summary` and `convergence_summary`)."""
+    `assistant_num_layers`, `retain_columns`, `target_reading`, `dataset_summary` and `convergence_summary`)."""
 
     def build_sidecar(self) -> UnlearnSidecar:
         """The `unlearn_sidecar.json` describing this run's adapter."""
@@ -37,7 +37,7 @@ class AdapterPublishingMixin(Trainer):
             base_model_fingerprint=base_model_fingerprint(self.target_model),
             library_version=__version__,
             assistant_num_layers=self.assistant_num_layers,
-            **self.unlearning_method.sidecar_fields(args, tokenizer),
+            **self.unlearning_method.sidecar_fields(args, tokenizer, self.target_reading),
             training={
                 **self.dataset_summary,
                 "retain_loss": self.unlearning_method.retain_loss_name(args),
@@ -45,6 +45,7 @@ class AdapterPublishingMixin(Trainer):
                 "forget_loss_weight": args.forget_loss_weight,
                 "retain_loss_weight": args.retain_loss_weight,
                 **self.unlearning_method.training_fields(args, self.retain_columns),
+                **self.target_reading,
                 "learning_rate": args.learning_rate,
                 "num_train_epochs": args.num_train_epochs,
                 "epochs_run": round(self.state.epoch or 0.0, 2),

@@ -170,6 +170,9 @@ class UnlearnTrainer(AdapterPublishingMixin, Trainer):
                     paired.retain, model, tokenizer.pad_token_id, args
                 )
         self.retain_columns = [] if train_dataset.retain is None else list(train_dataset.retain.column_names)
+        self.target_reading = self.unlearning_method.read_target(
+            model, train_dataset.forget, tokenizer.pad_token_id, args
+        )
 
         set_seed(args.seed)  # the LoRA's initial weights: the same for the same seed, whatever ran before
         trained_model = self.unlearning_method.wrap_model(model, peft_config, args)

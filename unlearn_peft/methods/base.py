@@ -139,8 +139,19 @@ class UnlearningMethod:
         """How the sidecar and the card name the retain term."""
         return args.retain_loss
 
-    def sidecar_fields(self, args: UnlearnConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
-        """Method-specific fields of the sidecar (ULD: α, τ, the filter floor, the tokens never subtracted)."""
+    def read_target(
+        self, model: PreTrainedModel, forget_tokens: Dataset, pad_token_id: int, args: UnlearnConfig
+    ) -> dict[str, Any]:
+        """What the method reads from the target `model` on the tokenised forget rows once, before training (ULD:
+        its mean answer probability there, which decides how the assistant is subtracted). Recorded in the
+        sidecar's `training` record and passed to `sidecar_fields`."""
+        return {}
+
+    def sidecar_fields(
+        self, args: UnlearnConfig, tokenizer: PreTrainedTokenizerBase, target_reading: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Method-specific fields of the sidecar (ULD: α, τ, the filter floor, the tokens never subtracted), given
+        what `read_target` returned."""
         return {}
 
     def training_fields(self, args: UnlearnConfig, retain_columns: list[str]) -> dict[str, Any]:

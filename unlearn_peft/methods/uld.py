@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -43,7 +44,7 @@ from ..data import (
     perturbed_retain_augmentation,
 )
 from ..logit_difference import plausible_token_mask
-from ..losses import count_loss_tokens, nll_loss, plausible_uniform_kl_loss, uniform_kl_loss
+from ..losses import count_loss_tokens, nll_loss, plausible_uniform_kl_loss, sequence_log_probs, uniform_kl_loss
 from ..quiet import peft_wrapping
 from ..truncated import is_truncated
 from ..utils import eval_mode
@@ -198,19 +199,141 @@ class ULD(UnlearningMethod):
     def retain_loss_name(self, args: UnlearnConfig) -> str:
         return "uniform_kl"
 
-    def sidecar_fields(self, args: UnlearnConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    def read_target(
+        self, model: PreTrainedModel, forget_tokens: Dataset, pad_token_id: int, args: UnlearnConfig
+    ) -> dict[str, Any]:
+        """`target_forget_probability`: the target's mean answer probability on the forget rows (`None` when only
+        the assistant's layers were loaded), with the `memorised_forget_probability` it was compared to; logs the
+        subtraction they select (`resolve_subtraction`)."""
+        if is_truncated(model):
+            probability = None
+        else:
+            probability = mean_answer_probability(
+                model,
+                forget_tokens,
+                pad_token_id,
+                batch_size=args.per_device_eval_batch_size,
+                disable_progress=args.disable_tqdm,
+            )
+        subtraction = resolve_subtraction(args, probability)
+        if probability is None:
+            logger.info(
+                "Only the assistant's layers were loaded, so the target's answer probability on the forget rows "
+                "cannot be read; the settings for a target that has not memorised them apply (%s). If it has, set "
+                "one_sided_subtraction=True, subtraction_margin=2, assistant_weight=1.",
+                subtraction,
+            )
+        else:
+            memorised = probability >= args.memorised_forget_probability
+            logger.info(
+                "The target's mean answer probability on the forget rows is %.3f (%s memorised_forget_probability="
+                "%g): %s.",
+                probability,
+                "≥" if memorised else "<",
+                args.memorised_forget_probability,
+                subtraction,
+            )
         return {
-            "assistant_weight": args.assistant_weight,
+            "target_forget_probability": probability,
+            "memorised_forget_probability": args.memorised_forget_probability,
+        }
+
+    def sidecar_fields(
+        self, args: UnlearnConfig, tokenizer: PreTrainedTokenizerBase, target_reading: dict[str, Any]
+    ) -> dict[str, Any]:
+        subtraction = resolve_subtraction(args, target_reading.get("target_forget_probability"))
+        return {
+            "assistant_weight": subtraction.assistant_weight,
             "plausibility_threshold": args.plausibility_threshold,
             "min_tokens_to_keep": args.min_tokens_to_keep,
             "weight_by_assistant_mass": args.weight_by_assistant_mass,
-            "one_sided_subtraction": args.one_sided_subtraction,
-            "subtraction_margin": args.subtraction_margin,
+            "one_sided_subtraction": subtraction.one_sided,
+            "subtraction_margin": subtraction.margin,
             "exempt_token_ids": sorted(set(tokenizer.all_special_ids)) if args.exempt_special_tokens else [],
         }
 
     def card_title(self, retain_loss: str | None) -> str:
         return self.title
+
+
+@dataclass(frozen=True)
+class Subtraction:
+    """How the assistant's logits are subtracted at inference (`unlearn_peft.logit_difference.uld_logits`)."""
+
+    assistant_weight: float
+    one_sided: bool
+    margin: float
+
+    def __str__(self) -> str:
+        kind = f"one-sided subtraction with margin {self.margin:g}" if self.one_sided else "two-sided subtraction"
+        return f"{kind} at α {self.assistant_weight:g}"
+
+
+TWO_SIDED_ASSISTANT_WEIGHT = 0.6
+"""α of the paper's two-sided subtraction, measured in `benchmarks/assistant_weight.py`: the smallest α measured that
+forgets a memorised target's answers to ≤ 0.01× of their probability (the paper's 0.75 costs retained knowledge)."""
+ONE_SIDED_ASSISTANT_WEIGHT = 1.0
+"""α of the one-sided subtraction, which forgets less at the same α (memorised target: 0.052× at 0.6, 0.000× at 1)."""
+MEMORISED_TARGET_MARGIN = 2.0
+"""Margin δ of the one-sided subtraction on a memorised target. Measured at α 1 (`benchmarks/RESULTS.md`): on SmolLM2
+fine-tuned on fictitious people (two assistants) and on TOFU in small, every forget goal met with every retained answer
+unchanged, where the two-sided subtraction changed some; on a target that knew its facts without memorising them (the
+demo's capitals) it let 1–4 of 40 forgotten facts back, so a target that has not memorised keeps the paper's
+subtraction."""
+
+
+def resolve_subtraction(args: UnlearnConfig, target_forget_probability: float | None) -> Subtraction:
+    """The subtraction a run records. Each of `one_sided_subtraction`, `subtraction_margin`, `assistant_weight` is as
+    configured, or when `None`:
+
+    - one-sided when the target has memorised the forget answers (its mean answer probability on them is at least
+      `memorised_forget_probability`; an unknown probability counts as not memorised), two-sided otherwise;
+    - margin `MEMORISED_TARGET_MARGIN` for a one-sided subtraction on a memorised target, else 0;
+    - α `ONE_SIDED_ASSISTANT_WEIGHT` for a one-sided subtraction, `TWO_SIDED_ASSISTANT_WEIGHT` for a two-sided one.
+    """
+    memorised = (
+        target_forget_probability is not None and target_forget_probability >= args.memorised_forget_probability
+    )
+    one_sided = memorised if args.one_sided_subtraction is None else args.one_sided_subtraction
+    if args.subtraction_margin is not None:
+        margin = args.subtraction_margin
+    else:
+        margin = MEMORISED_TARGET_MARGIN if one_sided and memorised else 0.0
+    if args.assistant_weight is not None:
+        assistant_weight = args.assistant_weight
+    else:
+        assistant_weight = ONE_SIDED_ASSISTANT_WEIGHT if one_sided else TWO_SIDED_ASSISTANT_WEIGHT
+    return Subtraction(assistant_weight=assistant_weight, one_sided=one_sided, margin=margin)
+
+
+@torch.no_grad()
+def mean_answer_probability(
+    model: PreTrainedModel,
+    dataset: Dataset,
+    pad_token_id: int,
+    *,
+    batch_size: int = 8,
+    disable_progress: bool = False,
+) -> float:
+    """Mean over the rows of `dataset` (`input_ids`, `labels`) of `exp(−mean NLL of the counted tokens)`, the answer
+    probability of TOFU (Maini et al. 2024, §2.2), with `model` where it is loaded, in evaluation mode."""
+    probabilities: list[float] = []
+    with eval_mode(model):
+        for start in tqdm(
+            range(0, len(dataset), batch_size), desc="Target's answer probability (forget)", disable=disable_progress
+        ):
+            rows = dataset[start : start + batch_size]
+            batch = pad_sequences(
+                [
+                    {"input_ids": ids, "labels": labels}
+                    for ids, labels in zip(rows["input_ids"], rows["labels"], strict=True)
+                ],
+                pad_token_id,
+            ).to(model.device)
+            answer = forward_answer_tokens(model, batch.input_ids, batch.attention_mask, batch.labels)
+            sums, counts = sequence_log_probs(answer)
+            probabilities += (sums.float() / counts).exp().tolist()
+    return sum(probabilities) / len(probabilities)
 
 
 PLAUSIBLE_TOKEN_IDS = "plausible_token_ids"
