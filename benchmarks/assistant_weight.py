@@ -133,9 +133,14 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
         "held-out: answer unchanged",
         "forget + paraphrased: degenerate",
     ]
+    sidecar = trainer.build_sidecar()
+    margin, one_sided = sidecar.subtraction_margin == SUBTRACTION_MARGIN, sidecar.one_sided_subtraction
+    default_key = (sidecar.assistant_weight, WITH_MARGIN if margin else ONE_SIDED if one_sided else PLAIN)
     rows = [["0 (target)", *["1.000"] * len(splits), *text_columns((0.0, PLAIN))]]
     rows += [
-        [f"{alpha:g}{variant}", *[f"{ratios[alpha, variant][s]:.3f}" for s in splits]] + text_columns((alpha, variant))
+        [f"{alpha:g}{variant}{' (default)' if (alpha, variant) == default_key else ''}"]
+        + [f"{ratios[alpha, variant][s]:.3f}" for s in splits]
+        + text_columns((alpha, variant))
         for alpha, variant in keys
     ]
     changed = (
@@ -147,8 +152,10 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
         f"Target: SmolLM2-135M-Instruct {target.described}. Forget {len(target.forget)}, retain {len(target.retain)}, "
         f"held-out {len(target.heldout)} questions; filter τ = {model.plausibility_threshold:g}, floor "
         f"{model.min_tokens_to_keep}. Assistant at the library defaults{changed}, seed {options.seed}: "
-        f"{assistant_summary(trainer)}. Probability columns: unlearned ÷ target; greedy answers of {MAX_NEW_TOKENS} "
-        f"new tokens. Commit {commit()}."
+        f"{assistant_summary(trainer)}. The target's answer probability on the forget rows, read before training: "
+        f"{sidecar.training['target_forget_probability']:.3f} (memorised at ≥ "
+        f"{sidecar.training['memorised_forget_probability']:g}); the library's subtraction for it: row '(default)'. "
+        f"Probability columns: unlearned ÷ target; greedy answers of {MAX_NEW_TOKENS} new tokens. Commit {commit()}."
     )
     return markdown_table(header, rows), notes
 

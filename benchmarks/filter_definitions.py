@@ -56,6 +56,7 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
         learning_rate=3e-3,
         per_device_train_batch_size=4,
         assistant_num_layers=2 if options.quick else options.assistant_layers,
+        one_sided_subtraction=False,  # the filters are compared on the paper's two-sided subtraction
     )
     model.assistant_weight = ALPHA
     variants = filters(model.config.vocab_size)
