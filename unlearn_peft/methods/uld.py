@@ -14,7 +14,7 @@ retain term asks the assistant to be flat on the target's plausible tokens, the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -318,10 +318,26 @@ def mean_answer_probability(
     """Mean over the rows of `dataset` (`input_ids`, `labels`) of `exp(−mean NLL of the counted tokens)`, the answer
     probability of TOFU (Maini et al. 2024, §2.2), with `model` where it is loaded, in evaluation mode."""
     probabilities: list[float] = []
-    with eval_mode(model):
-        for start in tqdm(
-            range(0, len(dataset), batch_size), desc="Target's answer probability (forget)", disable=disable_progress
-        ):
+    for answer in target_answer_tokens(
+        model, dataset, pad_token_id, batch_size, "Target's answer probability (forget)", disable_progress
+    ):
+        sums, counts = sequence_log_probs(answer)
+        probabilities += (sums.float() / counts).exp().tolist()
+    return sum(probabilities) / len(probabilities)
+
+
+def target_answer_tokens(
+    model: PreTrainedModel,
+    dataset: Dataset,
+    pad_token_id: int,
+    batch_size: int,
+    description: str,
+    disable_progress: bool,
+) -> Iterator[AnswerTokens]:
+    """The target's answer tokens over the rows of `dataset` (`input_ids`, `labels`), `batch_size` rows at a time in
+    order, with `model` where it is loaded, in evaluation mode, without gradients."""
+    with torch.no_grad(), eval_mode(model):
+        for start in tqdm(range(0, len(dataset), batch_size), desc=description, disable=disable_progress):
             rows = dataset[start : start + batch_size]
             batch = pad_sequences(
                 [
@@ -330,10 +346,7 @@ def mean_answer_probability(
                 ],
                 pad_token_id,
             ).to(model.device)
-            answer = forward_answer_tokens(model, batch.input_ids, batch.attention_mask, batch.labels)
-            sums, counts = sequence_log_probs(answer)
-            probabilities += (sums.float() / counts).exp().tolist()
-    return sum(probabilities) / len(probabilities)
+            yield forward_answer_tokens(model, batch.input_ids, batch.attention_mask, batch.labels)
 
 
 PLAUSIBLE_TOKEN_IDS = "plausible_token_ids"
@@ -372,33 +385,23 @@ def target_plausible_token_ids(
     """
     values: list[list[list[int]]] = []
     capped = total = 0
-    with eval_mode(model):
-        for start in tqdm(
-            range(0, len(dataset), batch_size), desc="Target's plausible tokens (retain)", disable=disable_progress
-        ):
-            rows = dataset[start : start + batch_size]
-            batch = pad_sequences(
-                [
-                    {"input_ids": ids, "labels": labels}
-                    for ids, labels in zip(rows["input_ids"], rows["labels"], strict=True)
-                ],
-                pad_token_id,
-            ).to(model.device)
-            answer = forward_answer_tokens(model, batch.input_ids, batch.attention_mask, batch.labels)
-            mask = plausible_token_mask(answer.logits, plausibility_threshold, min_tokens_to_keep)
-            most_probable = answer.logits.topk(min(MAX_PLAUSIBLE_TOKENS, answer.logits.shape[-1]), dim=-1).indices
-            per_token = []
-            for position_mask, top in zip(mask.cpu(), most_probable.cpu(), strict=True):
-                if int(position_mask.sum()) > MAX_PLAUSIBLE_TOKENS:
-                    per_token.append(sorted(top.tolist()))
-                    capped += 1
-                else:
-                    per_token.append(position_mask.nonzero().squeeze(-1).tolist())
-            total += len(per_token)
-            tokens_per_row = torch.bincount(answer.rows.cpu(), minlength=len(batch)).tolist()
-            for count in tokens_per_row:
-                values.append(per_token[:count])
-                per_token = per_token[count:]
+    for answer in target_answer_tokens(
+        model, dataset, pad_token_id, batch_size, "Target's plausible tokens (retain)", disable_progress
+    ):
+        mask = plausible_token_mask(answer.logits, plausibility_threshold, min_tokens_to_keep)
+        most_probable = answer.logits.topk(min(MAX_PLAUSIBLE_TOKENS, answer.logits.shape[-1]), dim=-1).indices
+        per_token = []
+        for position_mask, top in zip(mask.cpu(), most_probable.cpu(), strict=True):
+            if int(position_mask.sum()) > MAX_PLAUSIBLE_TOKENS:
+                per_token.append(sorted(top.tolist()))
+                capped += 1
+            else:
+                per_token.append(position_mask.nonzero().squeeze(-1).tolist())
+        total += len(per_token)
+        tokens_per_row = torch.bincount(answer.rows.cpu(), minlength=answer.num_rows).tolist()
+        for count in tokens_per_row:
+            values.append(per_token[:count])
+            per_token = per_token[count:]
     if capped:
         logger.info(
             "The target's plausible set exceeds %d tokens at %d of %d retain answer positions (the target is unsure "
