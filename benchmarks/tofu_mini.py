@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -103,6 +104,24 @@ class Run:
     results: dict[str, Any] = field(default_factory=dict)
 
 
+TARGET_PROBABILITY_TOLERANCE = 1e-4
+"""Relative difference up to which two readings of the target's answer probabilities name the same target: float32
+scoring in other batches (or by another commit's batching) moves them by about 3e-5; a rebuilt target by far more."""
+
+
+def same_settings(kept: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a kept evaluation's settings are `wanted`: equal, except the target's answer probabilities, which only
+    need to agree within `TARGET_PROBABILITY_TOLERANCE`."""
+    key = "target_answer_probabilities"
+    kept_probabilities, wanted_probabilities = kept.get(key, {}), wanted.get(key, {})
+    if {**kept, key: None} != {**wanted, key: None} or kept_probabilities.keys() != wanted_probabilities.keys():
+        return False
+    return all(
+        math.isclose(kept_probabilities[rows], wanted_probabilities[rows], rel_tol=TARGET_PROBABILITY_TOLERANCE)
+        for rows in wanted_probabilities
+    )
+
+
 class RunStore:
     """Evaluations kept in `--runs-dir`, one JSON per model, reused by a later run with the same settings.
 
@@ -132,7 +151,7 @@ class RunStore:
         except json.JSONDecodeError:  # a run stopped while writing it
             print(f"{name}: {self._path(name)} is not readable JSON; training it again", flush=True)
             return None
-        if kept.get("benchmark") != {**self.settings, "run": run_settings}:
+        if not same_settings(kept.get("benchmark", {}), {**self.settings, "run": run_settings}):
             print(f"{name}: kept in {self.directory} with other settings; training it again", flush=True)
             return None
         print(f"{name}: reusing its evaluation from {self.directory} (commit {kept.get('commit')})", flush=True)

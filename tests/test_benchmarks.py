@@ -116,6 +116,11 @@ def test_tofu_mini_runs_dir_reuses_only_an_evaluation_with_the_same_settings(tof
     assert tofu_mini.RunStore(str(tmp_path), rebuilt_target).load("GA lr 0.001, 5 ep", {"learning_rate": 1e-3}) is None
     assert tofu_mini.RunStore(None, settings).load("GA lr 0.001, 5 ep", {"learning_rate": 1e-3}) is None
     assert store.reused == [f"GA lr 0.001, 5 ep ({tofu_mini.commit()})"]
+    # The same target scored in other batches: float32 moves its reading by about 3e-5, and the evaluation stands.
+    rescored = {**settings, "target_answer_probabilities": {"forget": 0.96 * (1 + 3e-5)}}
+    assert tofu_mini.RunStore(str(tmp_path), rescored).load("GA lr 0.001, 5 ep", {"learning_rate": 1e-3}) is not None
+    other_rows = {**settings, "target_answer_probabilities": {"forget": 0.96, "retain": 0.9}}
+    assert tofu_mini.RunStore(str(tmp_path), other_rows).load("GA lr 0.001, 5 ep", {"learning_rate": 1e-3}) is None
     assert "kept in" in capsys.readouterr().out
     (tmp_path / "GA_lr_0.001_5_ep.json").write_text('{"utility": 0.')  # a run stopped while writing it
     assert store.load("GA lr 0.001, 5 ep", {"learning_rate": 1e-3}) is None
