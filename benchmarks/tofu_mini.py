@@ -50,9 +50,11 @@ from unlearn_peft.evaluation import answer_probabilities, evaluate_tofu, forget_
 from unlearn_peft.sources import load_rows
 
 try:
+    from ._answers import answer_words_stated, unchanged_answers
     from ._common import TOFU_FIXTURES, append_results, commit, machine, markdown_table
     from ._targets import memorised_model, question_answers
 except ImportError:  # run as a script
+    from _answers import answer_words_stated, unchanged_answers
     from _common import TOFU_FIXTURES, append_results, commit, machine, markdown_table
     from _targets import memorised_model, question_answers
 
@@ -371,6 +373,24 @@ def ratio_text(value: float, reference: float) -> str:
     return f"{value / reference:.3f}" if reference else "–"
 
 
+def answers_table(headline: list[dict], target: dict) -> tuple[list[str], list[list[str]]]:
+    """Each model's greedy answers read as text: how many are the target's, per split, and how much of the true
+    forget and retain answers they state (`benchmarks/_answers.py`)."""
+    splits = list(target["splits"])
+    header = ["model", *(f"{split} answers as the target's" for split in splits)]
+    header += ["forget answer words stated", "retain answer words stated"]
+    rows = []
+    for results in headline:
+        row = [results["model_name"]]
+        for split in splits:
+            answers, reference = results["splits"][split]["per_question"], target["splits"][split]["per_question"]
+            row.append(f"{unchanged_answers(answers, reference)} / {len(reference)}")
+        for split in ("forget", "retain"):
+            row.append(f"{answer_words_stated(results['splits'][split]['per_question']):.2f}")
+        rows.append(row)
+    return header, rows
+
+
 def goal_lines(uld: Run, target: dict, chosen_grids: dict[str, list[Run]]) -> list[str]:
     """#15's TOFU goals, each with its measured value and whether it was met."""
     uld_quality, uld_utility = uld.results["forget_quality"], uld.results["model_utility"]
@@ -591,6 +611,8 @@ def main() -> None:
             ]
 
         table = markdown_table(header, [row(results) for results in headline])
+        answers_header, answers_rows = answers_table(headline, target_results)
+        answers = markdown_table(answers_header, answers_rows)
         grid_table = markdown_table(header, [row(run.results) for runs in grids.values() for run in runs])
         goals = goal_lines(uld, target_results, grids)
         base_name = "a tiny random model" if options.quick else "SmolLM2-135M-Instruct"
@@ -618,6 +640,10 @@ def main() -> None:
                 if store.reused
                 else ""
             )
+            + "\n\nGreedy answers read as text: how many are the target's, and the share of a true answer's "
+            "content words (four letters or more, or digits, minus common ones; those its question lacks) that the "
+            "greedy answer states (the retain model, which never saw the forget authors, shows what guessing from the "
+            f"question gives):\n\n{answers}"
             + "\n\n#15's goals on this benchmark:\n\n"
             + "\n".join(goals)
             + f"\n\nEvery grid point:\n\n{grid_table}\n\nReport and plot (every point): `{shown_path(report_dir)}`."
@@ -629,6 +655,7 @@ def main() -> None:
             "grid": {name: [run.name for run in runs] for name, runs in grids.items()},
             "chosen": {name: run.name for name, run in chosen.items()},
             "goals": goals,
+            "answers": [dict(zip(answers_header, answers_row, strict=True)) for answers_row in answers_rows],
             "memorised": memorised,
             "total_seconds": total,
             "reused": store.reused,

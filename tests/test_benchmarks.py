@@ -86,6 +86,14 @@ def test_tofu_mini_quick_mode(smollm2_path, tmp_path):
     assert len(summary["goals"]) == 2 + len(baselines)
     assert summary["report"]["forget_quality_vs_utility"].endswith(".png")
     assert summary["total_seconds"] > 0
+    answers = {row["model"]: row for row in summary["answers"]}
+    assert list(answers) == models
+    for column, value in answers["target"].items():
+        if column.endswith("as the target's"):
+            same, asked = value.split(" / ")
+            assert same == asked != "0"  # the target's answers are its own
+    for row in summary["answers"]:
+        assert 0 <= float(row["forget answer words stated"]) <= 1
 
     # Run again with one baseline: every evaluation comes from --runs-dir, none is trained again.
     again = json_line(run_quick("tofu_mini.py", "--runs-dir", str(tmp_path / "runs"), "--baselines", "GA").stdout)
@@ -246,3 +254,30 @@ def test_assistant_weight_counts_degenerate_answers():
     assert module.degenerate("Nikolkayabovhasillaiskiy contributiontoafricanaderditional readerlies")  # run together
     assert module.degenerate("to the to the to the to the sea")  # fewer than half distinct words
     assert module.degenerate("")
+
+
+def test_answers_read_as_text_against_hand_counts(tofu_mini):
+    """`benchmarks/_answers.py` on two questions counted by hand."""
+    from _answers import answer_words_stated, unchanged_answers
+
+    rows = [
+        {
+            # content words of the answer: basil, born, kuwait, city, 1956; the question has basil and born
+            "question": "Where was Basil born?",
+            "answer": "Basil was born in Kuwait City in 1956.",
+            "generated": "He was born in Kuwait in 1961.",  # states kuwait: 1 of kuwait, city, 1956
+        },
+        {
+            # content words: father, florist (the question's known and books are common words)
+            "question": "What is Basil known for in his books?",
+            "answer": "His father was a florist.",
+            "generated": "His father was a florist.",  # 2 of 2
+        },
+        {"question": "Is he?", "answer": "Yes.", "generated": "No."},  # no content word: skipped
+    ]
+    assert answer_words_stated(rows) == pytest.approx((1 / 3 + 2 / 2) / 2)
+    assert answer_words_stated(rows[2:]) != answer_words_stated(rows[2:])  # nan: nothing to count
+    target = [dict(row, generated=row["answer"]) for row in rows]
+    assert unchanged_answers(rows, target) == 1
+    with pytest.raises(ValueError, match="same questions"):
+        unchanged_answers(rows, target[::-1])
