@@ -18,7 +18,8 @@ The TOFU protocol (Maini et al. 2024) at SmolLM2 size, with TOFU's forget01 forg
 5. `evaluate_tofu` on every model and grid point: all 40 forget questions, every retain question outside the
    validation split, all real_authors and world_facts questions; forget quality against the retain model.
    `benchmarks/tofu_mini_report/`: one JSON per model, `summary.md`, `forget_quality_vs_utility.png` (every point),
-   `splits.png`; RESULTS.md gets the table and #15's goals, each with whether it was met.
+   `splits.png`; RESULTS.md gets the table, the greedy answers read as text (`benchmarks/_answers.py`) and #15's
+   goals, each with whether it was met.
 
 Data: `benchmarks/data/tofu/` (TOFU rows, MIT; see its README) unless `--tofu` names the Hub or another copy.
 
