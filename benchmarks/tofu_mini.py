@@ -629,9 +629,15 @@ def main() -> None:
             f"unlearning's retain set: {len(splits.retain_train)} QA; validation: {len(splits.validation)} QA "
             f"({VALIDATION_ROWS_PER_AUTHOR} per retain author, in the target's fine-tuning, never in unlearning "
             f"or the test metrics). Evaluated questions: {evaluation_sizes}; greedy answers of "
-            f"{options.max_new_tokens} new tokens. Every method at the library's defaults; each baseline also over "
-            f"learning rate {options.grid_learning_rates} × epochs {options.grid_epochs}, the point reported chosen "
-            f"by this rule: {SELECTION_RULE}. Whole run {total / 60:.0f} min on {machine()} "
+            f"{options.max_new_tokens} new tokens. "
+            + (
+                f"Every method at the library's defaults; each baseline also over learning rate "
+                f"{options.grid_learning_rates} × epochs {options.grid_epochs}, the point reported chosen by this "
+                f"rule: {SELECTION_RULE}. "
+                if options.baselines
+                else "ULD at the library's defaults; no baseline run (`--baselines` with none). "
+            )
+            + f"Whole run {total / 60:.0f} min on {machine()} "
             + "("
             + ", ".join(f"{phase} {seconds / 60:.1f} min" for phase, seconds in timings.items())
             + f"). Commit {commit()}."
@@ -647,7 +653,8 @@ def main() -> None:
             f"question gives):\n\n{answers}"
             + "\n\n#15's goals on this benchmark:\n\n"
             + "\n".join(goals)
-            + f"\n\nEvery grid point:\n\n{grid_table}\n\nReport and plot (every point): `{shown_path(report_dir)}`."
+            + (f"\n\nEvery grid point:\n\n{grid_table}" if options.baselines else "")
+            + f"\n\nReport and plot (every point): `{shown_path(report_dir)}`."
         )
         print(table)
         print(notes)
@@ -664,9 +671,9 @@ def main() -> None:
         }
         print("JSON " + json.dumps(summary_json))
         if not options.quick:
+            methods = "every method and the baselines' grid" if options.baselines else "ULD, no baseline"
             append_results(
-                f"TOFU in small: {options.retain_authors + 2} authors, forget01, every method and the baselines' "
-                "grid, SmolLM2-135M-Instruct",
+                f"TOFU in small: {options.retain_authors + 2} authors, forget01, {methods}, SmolLM2-135M-Instruct",
                 table,
                 notes,
             )
