@@ -125,6 +125,23 @@ def same_settings(kept: dict[str, Any], wanted: dict[str, Any]) -> bool:
     )
 
 
+RUN_KEY_FIELDS = tuple(
+    name for name in UnlearnConfig.__annotations__ if name not in {"logging_steps", "remove_unused_columns"}
+) + ("per_device_train_batch_size", "gradient_accumulation_steps", "max_steps", "max_grad_norm", "optim", "seed")
+"""The settings that decide an unlearned model: every field `UnlearnConfig` declares, and the inherited ones that
+change the optimisation. A kept evaluation is keyed on their resolved values, so a change of the library's defaults
+(a method's step budget, say) trains the run again instead of reusing a model trained under the old ones."""
+
+
+def resolved_run_settings(method: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """`{"method": method, **settings}` resolved through `UnlearnConfig` (the library's defaults filled in) to the
+    values of `RUN_KEY_FIELDS`, as JSON would read them back."""
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = UnlearnConfig(output_dir=output_dir, method=method, report_to="none", **settings)
+    resolved = {name: getattr(args, name) for name in RUN_KEY_FIELDS}
+    return json.loads(json.dumps({"method": method, **resolved}, default=str))
+
+
 class RunStore:
     """Evaluations kept in `--runs-dir`, one JSON per model, reused by a later run with the same settings.
 
@@ -515,7 +532,7 @@ def main() -> None:
         timings["evaluating target and retain model"] = time.perf_counter() - started
 
         def train_and_evaluate(run: Run) -> Run:
-            run_settings = {"method": run.method, **run.settings}
+            run_settings = resolved_run_settings(run.method, run.settings)
             kept = store.load(run.name, run_settings)
             if kept is not None:
                 run.results, run.train_seconds, run.validation_ratio = (

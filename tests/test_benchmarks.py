@@ -281,3 +281,18 @@ def test_answers_read_as_text_against_hand_counts(tofu_mini):
     assert unchanged_answers(rows, target) == 1
     with pytest.raises(ValueError, match="same questions"):
         unchanged_answers(rows, target[::-1])
+
+
+def test_tofu_mini_runs_dir_keys_a_run_on_the_library_defaults(tofu_mini, monkeypatch):
+    """A kept evaluation names the resolved settings, so a change of a method's default trains the run again."""
+    from unlearn_peft.methods import get_method
+
+    at_defaults = tofu_mini.resolved_run_settings("uld", {})
+    assert at_defaults["method"] == "uld"
+    assert at_defaults["min_train_steps"] == get_method("uld").defaults["min_train_steps"]
+    assert at_defaults["learning_rate"] == get_method("uld").defaults["learning_rate"]
+    assert tofu_mini.resolved_run_settings("uld", {"min_train_steps": 1}) != at_defaults
+    assert tofu_mini.resolved_run_settings("ga", {"learning_rate": 1e-3})["learning_rate"] == 1e-3
+    json.dumps(at_defaults)  # kept as JSON
+    monkeypatch.setitem(get_method("uld").defaults, "min_train_steps", 123)
+    assert tofu_mini.resolved_run_settings("uld", {})["min_train_steps"] == 123
