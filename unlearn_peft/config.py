@@ -156,8 +156,9 @@ class UnlearnConfig(TrainingArguments):
             (forget NLL 3.4) and forget quality was 0.05 against 0.41 without either.
         min_train_steps (`int` or `None`, defaults to `None`):
             Minimum number of optimiser steps. When `num_train_epochs` gives fewer, the number of epochs grows until
-            it reaches this budget (logged). `0` disables it. Ignored when `max_steps` is set. `None`: 400 for ULD
-            (the assistant must converge), 0 for the baselines (more steps only unlearn harder).
+            it reaches this budget (logged). `0` disables it. Ignored when `max_steps` is set. `None`: 800 for ULD
+            (the assistant must converge; with `stop_when_converged` it stops earlier, 546 steps with TOFU in
+            small's 324 retain rows), 0 for the baselines (more steps only unlearn harder).
         stop_when_converged (`bool`, defaults to `True`):
             ULD: stop as soon as the assistant has converged (see [`~unlearn_peft.convergence`]); the planned steps
             (`max_steps`, or `num_train_epochs` extended to `min_train_steps`) are then a budget. The sidecar and
@@ -312,7 +313,8 @@ class UnlearnConfig(TrainingArguments):
         default=None,
         metadata={
             "help": "Minimum number of optimiser steps; epochs are extended to reach it on small forget sets. "
-            "0 disables it. Ignored when max_steps is set. None: 400 for uld, 0 for the baselines."
+            "0 disables it. Ignored when max_steps is set. None: 800 for uld (a budget: it stops once converged), "
+            "0 for the baselines."
         },
     )
     load_assistant_layers_only: bool = field(

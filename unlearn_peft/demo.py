@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     generations_before = greedy_answers(model, tokenizer, questions, max_new_tokens=16)
 
     settings = {**DEMO_SETTINGS, "max_steps": options.max_steps, "learning_rate": options.learning_rate}
-    # The demo runs the library's ULD defaults: lr 3e-3 until the assistant converged, within a 400-step budget.
+    # The demo runs the library's ULD defaults: lr 3e-3 until the assistant converged, within an 800-step budget.
     args = UnlearnConfig(output_dir=str(output_dir), save_strategy="no", report_to="none", use_cpu=True, **settings)
     trainer = UnlearnTrainer(
         model,

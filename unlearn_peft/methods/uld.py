@@ -77,12 +77,15 @@ class ULD(UnlearningMethod):
     citation = CITATION
     # lr 3e-3, constant after warm-up: the paper's 1e-3 with a linear decay had not converged after 150 steps on 20
     # TOFU answers (forget NLL 4.0, retain KL 1.4); these settings converged at step 189 (benchmarks/RESULTS.md).
+    # A budget of 800 steps, not 400: with 324 retain rows (TOFU in small at 20 authors) the assistant was still at
+    # forget NLL 0.135 at step 400 and converged at step 546; training stops when converged, so smaller sets still
+    # stop where they did (their warm-up, a tenth of the budget, is 80 steps instead of 40).
     defaults = {
         "learning_rate": 3e-3,
         "lr_scheduler_type": "constant_with_warmup",
         "forget_loss_weight": 1.0,
         "retain_loss_weight": 6.5,
-        "min_train_steps": 400,
+        "min_train_steps": 800,
         "retain_loss": None,
         "beta": None,
     }
