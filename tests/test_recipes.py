@@ -288,7 +288,8 @@ def test_demo_forgets_european_capitals_in_its_greedy_answers_and_keeps_the_othe
     assert stated_after["retain"] >= 8
     assert (output / "demo.png").read_bytes()[:4] == b"\x89PNG"
     training = UnlearnSidecar.load(output).training
-    assert training["converged"] and training["steps"] <= training["step_budget"] == 400
+    # The budget the README states for the demo ("at most 800 steps").
+    assert training["converged"] and training["steps"] <= training["step_budget"] == 800
     # The card states what ran: the embedded base by its Hub id, the bundled datasets by name, the real step count.
     card = (output / "README.md").read_text()
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
