@@ -78,8 +78,8 @@ class ULD(UnlearningMethod):
     # lr 3e-3, constant after warm-up: the paper's 1e-3 with a linear decay had not converged after 150 steps on 20
     # TOFU answers (forget NLL 4.0, retain KL 1.4); these settings converged at step 189 (benchmarks/RESULTS.md).
     # A budget of 800 steps, not 400: with 324 retain rows (TOFU in small at 20 authors) the assistant was still at
-    # forget NLL 0.135 at step 400 and converged at step 546; training stops when converged, so smaller sets still
-    # stop where they did (their warm-up, a tenth of the budget, is 80 steps instead of 40).
+    # forget NLL 0.135 at step 400 and converged at step 546. Training stops once converged, so smaller sets still
+    # stop early (the demo at step 253, 263 before: the warm-up, a tenth of the budget, is now 80 steps, not 40).
     defaults = {
         "learning_rate": 3e-3,
         "lr_scheduler_type": "constant_with_warmup",
