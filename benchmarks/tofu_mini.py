@@ -409,6 +409,15 @@ def answers_table(headline: list[dict], target: dict) -> tuple[list[str], list[l
     return header, rows
 
 
+def methods_run(baselines: list[str], grid_learning_rates: list[float], grid_epochs: list[float]) -> str:
+    """What a run trained, for its RESULTS.md title: a baseline subset or a small grid is named, never called every."""
+    if not baselines:
+        return "ULD, no baseline"
+    named = "every baseline" if set(baselines) == set(BASELINES) else " ".join(baselines)
+    points = len(grid_learning_rates) * len(grid_epochs)
+    return f"ULD and {named} at the defaults and over a {points}-point grid"
+
+
 def goal_lines(uld: Run, target: dict, chosen_grids: dict[str, list[Run]]) -> list[str]:
     """#15's TOFU goals, each with its measured value and whether it was met."""
     uld_quality, uld_utility = uld.results["forget_quality"], uld.results["model_utility"]
@@ -675,7 +684,10 @@ def main() -> None:
         )
         print(table)
         print(notes)
+        methods = methods_run(options.baselines, options.grid_learning_rates, options.grid_epochs)
+        title = f"TOFU in small: {options.retain_authors + 2} authors, forget01, {methods}, SmolLM2-135M-Instruct"
         summary_json = {
+            "title": title,
             "table": [dict(zip(header, row(results), strict=True)) for results in headline],
             "grid": {name: [run.name for run in runs] for name, runs in grids.items()},
             "chosen": {name: run.name for name, run in chosen.items()},
@@ -688,12 +700,7 @@ def main() -> None:
         }
         print("JSON " + json.dumps(summary_json))
         if not options.quick:
-            methods = "every method and the baselines' grid" if options.baselines else "ULD, no baseline"
-            append_results(
-                f"TOFU in small: {options.retain_authors + 2} authors, forget01, {methods}, SmolLM2-135M-Instruct",
-                table,
-                notes,
-            )
+            append_results(title, table, notes)
 
 
 if __name__ == "__main__":

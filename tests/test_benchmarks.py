@@ -74,6 +74,7 @@ def test_tofu_mini_quick_mode(smollm2_path, tmp_path):
     summary = json_line(result.stdout)
     assert summary["reused"] == []
     baselines = ["GA", "GD", "KL", "NPO+GD", "SimNPO", "IdkDPO"]
+    assert "ULD and every baseline at the defaults and over a 2-point grid" in summary["title"]
     models = [row["model"] for row in summary["table"]]
     assert models[:3] == ["retain model", "target", "ULD"]
     # each baseline at its defaults, then the grid point the validation rule chose
@@ -106,12 +107,14 @@ def test_tofu_mini_quick_mode(smollm2_path, tmp_path):
         "GA lr 0.001, 1 ep",
     ]
     assert again["table"] == summary["table"][:5]
+    assert "ULD and GA at the defaults and over a 2-point grid" in again["title"]
 
     # `--baselines` with none: ULD against the target and the retain model, nothing else trained or reported.
     uld_only = json_line(run_quick("tofu_mini.py", "--runs-dir", str(tmp_path / "runs"), "--baselines").stdout)
     assert [name.rsplit(" (", 1)[0] for name in uld_only["reused"]] == ["retain model", "target", "ULD"]
     assert uld_only["table"] == summary["table"][:3]
     assert uld_only["grid"] == {} and len(uld_only["goals"]) == 2
+    assert "ULD, no baseline" in uld_only["title"] and "every" not in uld_only["title"]
 
 
 def test_tofu_mini_runs_dir_reuses_only_an_evaluation_with_the_same_settings(tofu_mini, tmp_path, capsys):
