@@ -413,7 +413,7 @@ def methods_run(baselines: list[str], grid_learning_rates: list[float], grid_epo
     """What a run trained, for its RESULTS.md title: a baseline subset or a small grid is named, never called every."""
     if not baselines:
         return "ULD, no baseline"
-    named = "every baseline" if set(baselines) == set(BASELINES) else " ".join(baselines)
+    named = "every baseline" if set(baselines) == set(BASELINES) else "/".join(baselines)
     points = len(grid_learning_rates) * len(grid_epochs)
     return f"ULD and {named} at the defaults and over a {points}-point grid"
 
