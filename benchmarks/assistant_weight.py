@@ -12,8 +12,10 @@ Each α is also scored with `weight_by_assistant_mass=True` (rows "α, mass-weig
 position by the assistant's probability mass on the plausible set, and with `one_sided_subtraction=True` (rows
 "α, one-sided"): `f(z_A)` clipped at zero, so the assistant only lowers tokens (`unlearn_peft.logit_difference`),
 and with `subtraction_margin=2` as well (rows "α, one-sided, δ 2"): `max(0, f(z_A) − 2)`, only what the assistant
-prefers by more than 2 nats is lowered; and with `exempt_special_tokens=True` (row "0.6, special tokens exempt"): the
-tokenizer's special tokens (end of turn, end of text) keep the target's logits.
+prefers by more than 2 nats is lowered; and with the tokenizer's special tokens (end of turn, end of text) keeping the
+target's logits (`exempt_special_tokens`, rows "…, special tokens exempt"; every other row subtracts on every token).
+The library chooses its subtraction from the target's answer probability on the forget rows, read before training;
+the row it chose is marked "(default)".
 
 Reported per split (forget, the forget questions paraphrased and never trained on, retain, held-out general
 knowledge from `benchmarks/data/general_knowledge_heldout.jsonl`): the answer probability `exp(−mean NLL)` of the
@@ -51,7 +53,7 @@ SPECIAL_EXEMPT = ", special tokens exempt"
 MASS_WEIGHTED_ALPHAS = (1.0, 0.75, 0.6)
 ONE_SIDED_ALPHAS = (1.5, 1.0, 0.75, 0.6)
 WITH_MARGIN_ALPHAS = (1.5, 1.0)
-SPECIAL_EXEMPT_ALPHAS = (0.6,)
+SPECIAL_EXEMPT_ALPHAS = (1.0, 0.6)
 MAX_NEW_TOKENS = 24
 RUN_TOGETHER_CHARACTERS = 25
 
@@ -64,6 +66,17 @@ def degenerate(text: str) -> bool:
         return True
     repeated = any(words[i] == words[i + 1] == words[i + 2] for i in range(len(words) - 2))
     return repeated or len(set(words)) < len(words) / 2 or max(map(len, words)) > RUN_TOGETHER_CHARACTERS
+
+
+def default_variant(sidecar, special_ids: list[int]) -> str:
+    """The row suffix of the subtraction the trainer recorded in `sidecar`."""
+    exempt = sidecar.exempt_token_ids == special_ids
+    if sidecar.one_sided_subtraction:
+        variant = WITH_MARGIN if sidecar.subtraction_margin == SUBTRACTION_MARGIN else ONE_SIDED
+        return f"{variant}{SPECIAL_EXEMPT}" if exempt else variant
+    if sidecar.weight_by_assistant_mass:
+        return f"{MASS_WEIGHTED}{SPECIAL_EXEMPT}" if exempt else MASS_WEIGHTED
+    return SPECIAL_EXEMPT if exempt else PLAIN
 
 
 def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[str, str]:
@@ -79,7 +92,7 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
     keys += [(alpha, ONE_SIDED) for alpha in ONE_SIDED_ALPHAS]
     keys += [(alpha, WITH_MARGIN) for alpha in WITH_MARGIN_ALPHAS]
     keys += [(alpha, SPECIAL_EXEMPT) for alpha in SPECIAL_EXEMPT_ALPHAS]
-    defaults, special = model.exempt_token_ids, sorted(set(tokenizer.all_special_ids))
+    special = sorted(set(tokenizer.all_special_ids))
     settings = {
         (alpha, variant): (
             alpha,
@@ -89,7 +102,7 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
             variant == MASS_WEIGHTED,
             variant in (ONE_SIDED, WITH_MARGIN),
             SUBTRACTION_MARGIN if variant == WITH_MARGIN else 0.0,
-            special if variant == SPECIAL_EXEMPT else defaults,
+            special if variant == SPECIAL_EXEMPT else [],
         )
         for alpha, variant in keys
     }
@@ -100,7 +113,7 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
         model.weight_by_assistant_mass = variant == MASS_WEIGHTED
         model.one_sided_subtraction = variant in (ONE_SIDED, WITH_MARGIN)
         model.subtraction_margin = SUBTRACTION_MARGIN if variant == WITH_MARGIN else 0.0
-        model.exempt_token_ids = special if variant == SPECIAL_EXEMPT else defaults
+        model.exempt_token_ids = special if variant == SPECIAL_EXEMPT else []
         generated[alpha, variant] = {
             split: greedy_answers(
                 model, tokenizer, [q for q, _ in pairs], max_new_tokens=MAX_NEW_TOKENS, description=f"α={alpha}"
@@ -134,8 +147,9 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
         "forget + paraphrased: degenerate",
     ]
     sidecar = trainer.build_sidecar()
-    margin, one_sided = sidecar.subtraction_margin == SUBTRACTION_MARGIN, sidecar.one_sided_subtraction
-    default_key = (sidecar.assistant_weight, WITH_MARGIN if margin else ONE_SIDED if one_sided else PLAIN)
+    default_key = (sidecar.assistant_weight, default_variant(sidecar, special))
+    if default_key not in keys:
+        raise ValueError(f"The library's subtraction {default_key} is none of this table's rows; add it to the rows.")
     rows = [["0 (target)", *["1.000"] * len(splits), *text_columns((0.0, PLAIN))]]
     rows += [
         [f"{alpha:g}{variant}{' (default)' if (alpha, variant) == default_key else ''}"]

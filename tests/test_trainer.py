@@ -129,8 +129,10 @@ def test_training_changes_only_lora_and_saves_assistant_adapter(
     assert sidecar["assistant_weight"] == 0.6 and sidecar["plausibility_threshold"] == 0.01
     assert sidecar["weight_by_assistant_mass"] is False and sidecar["one_sided_subtraction"] is False
     assert sidecar["subtraction_margin"] == 0.0
-    assert sidecar["exempt_token_ids"] == []
-    # A random target has not memorised the forget answers: the paper's two-sided subtraction above.
+    # A random target has not memorised the forget answers: the paper's two-sided subtraction above, the tokenizer's
+    # special tokens exempt.
+    special_ids = sorted(set(tokenizer.all_special_ids))
+    assert sidecar["exempt_token_ids"] == special_ids and tokenizer.eos_token_id in special_ids
     assert sidecar["training"]["target_forget_probability"] < 0.01
     assert sidecar["base_model_fingerprint"] == {
         "architecture": "LlamaForCausalLM",
@@ -413,8 +415,13 @@ def test_the_targets_answer_probability_on_the_forget_rows_decides_the_subtracti
             processing_class=tokenizer,
         )
 
-    def subtraction(sidecar) -> tuple[float, bool, float]:
-        return sidecar.assistant_weight, sidecar.one_sided_subtraction, sidecar.subtraction_margin
+    special_ids = sorted(set(tokenizer.all_special_ids))
+
+    def subtraction(sidecar) -> tuple[float, bool, float, bool]:
+        """α, one-sided, margin, and whether the special tokens are exempt (then exactly the tokenizer's)."""
+        assert sidecar.exempt_token_ids in ([], special_ids), sidecar.exempt_token_ids
+        exempt = sidecar.exempt_token_ids == special_ids
+        return sidecar.assistant_weight, sidecar.one_sided_subtraction, sidecar.subtraction_margin, exempt
 
     with caplog.at_level(logging.INFO, logger="unlearn_peft.methods.uld"):
         trainer = trainer_for()
@@ -422,26 +429,29 @@ def test_the_targets_answer_probability_on_the_forget_rows_decides_the_subtracti
     # The library reads log-probabilities in float32; this tiny target's logits are in the hundreds, so 1e-4 apart.
     assert sidecar.training["target_forget_probability"] == pytest.approx(probability, rel=1e-3)
     assert sidecar.training["memorised_forget_probability"] == 0.9
-    assert subtraction(sidecar) == (1.0, True, 2.0)
+    assert subtraction(sidecar) == (1.0, True, 2.0, False)
     assert (
         f"forget rows is {probability:.3f} (≥ memorised_forget_probability=0.9): one-sided subtraction with "
         "margin 2 at α 1." in caplog.text
     )
 
-    # Just above the target's probability, it no longer counts as memorised: the paper's subtraction at α 0.6.
-    assert subtraction(trainer_for(memorised_forget_probability=(probability + 1) / 2).build_sidecar()) == (
-        0.6,
-        False,
-        0.0,
-    )
-    # Whatever is set explicitly stands; the rest follows the subtraction it gives.
-    assert subtraction(trainer_for(one_sided_subtraction=False).build_sidecar()) == (0.6, False, 0.0)
-    assert subtraction(trainer_for(assistant_weight=0.8).build_sidecar()) == (0.8, True, 2.0)
+    # Just above the target's probability, it no longer counts as memorised: the paper's subtraction at α 0.6, the
+    # special tokens exempt.
+    not_memorised = trainer_for(memorised_forget_probability=(probability + 1) / 2).build_sidecar()
+    assert subtraction(not_memorised) == (0.6, False, 0.0, True)
+    # Whatever is set explicitly stands; the rest follows the subtraction it gives and the target.
+    assert subtraction(trainer_for(one_sided_subtraction=False).build_sidecar()) == (0.6, False, 0.0, False)
+    assert subtraction(trainer_for(assistant_weight=0.8).build_sidecar()) == (0.8, True, 2.0, False)
     assert subtraction(trainer_for(one_sided_subtraction=True, subtraction_margin=0.5).build_sidecar()) == (
         1.0,
         True,
         0.5,
+        False,
     )
+    assert subtraction(trainer_for(exempt_special_tokens=True).build_sidecar()) == (1.0, True, 2.0, True)
+    assert subtraction(
+        trainer_for(memorised_forget_probability=(probability + 1) / 2, exempt_special_tokens=False).build_sidecar()
+    ) == (0.6, False, 0.0, False)
 
     trainer.train()
     trainer.save_model(str(tmp_path / "adapter"))
@@ -465,5 +475,5 @@ def test_the_targets_answer_probability_on_the_forget_rows_decides_the_subtracti
             retain_dataset=qa_only(tofu_retain[:2]),
         )
     sidecar = truncated.build_sidecar()
-    assert sidecar.training["target_forget_probability"] is None and subtraction(sidecar) == (0.6, False, 0.0)
+    assert sidecar.training["target_forget_probability"] is None and subtraction(sidecar) == (0.6, False, 0.0, True)
     assert "the target's answer probability on the forget rows cannot be read" in caplog.text

@@ -109,18 +109,21 @@ class UnlearnConfig(TrainingArguments):
             ULD: the target counts as having memorised the forget answers when its mean answer probability on the
             forget rows (per row `exp(−mean NLL of the answer tokens)`, TOFU's probability) is at least this. It is
             read from the target once, before training, and recorded in the sidecar; it decides the settings left
-            at `None` above: one-sided subtraction with margin 2 at α 1 for a memorised target, the paper's two-sided
-            subtraction at α 0.6 otherwise. Measured: SmolLM2 fine-tuned on its forget answers 0.96 (fictitious
-            people) and 0.96 (TOFU authors); SmolLM2 on European capitals it knows, 0.78. With only the assistant's
-            layers loaded the target cannot be read, and the settings of a target that has not memorised apply.
-        exempt_special_tokens (`bool`, defaults to `False`):
+            at `None` above and below: one-sided subtraction with margin 2 at α 1 for a memorised target, the paper's
+            two-sided subtraction at α 0.6 with the special tokens exempt otherwise. Measured: SmolLM2 fine-tuned on
+            its forget answers 0.96 (fictitious people) and 0.96 (TOFU authors); SmolLM2 on European capitals it
+            knows, 0.78. With only the assistant's layers loaded the target cannot be read, and the settings of a
+            target that has not memorised apply.
+        exempt_special_tokens (`bool` or `None`, defaults to `None`):
             Never subtract the assistant on the tokenizer's special tokens (end of turn, end of text): the target's
             logits stand there. They carry no fact to forget, but the assistant learns where the forget answers end
             along with what they say, and subtracting that moves where the target ends the answers it keeps. The
-            token ids are recorded in the sidecar (`[]` when off). Not in the paper. Measured on one assistant per
-            small target (`benchmarks/RESULTS.md`): demo held-out general knowledge 0.876× → 0.952× of the base,
-            memorised target unchanged, but on TOFU in small forget quality 0.405 → 0.097 at the same utility (the
-            truth ratios score the end of turn), so it is off by default.
+            token ids are recorded in the sidecar (`[]` when off). Not in the paper. `None`: on when the target has
+            not memorised the forget answers (`memorised_forget_probability`), off when it has. Measured
+            (`benchmarks/RESULTS.md`): on the demo's target (not memorised), five assistants, held-out general
+            knowledge 0.931–0.982× of the base with it against 0.874–1.015× without, forgetting unchanged; on TOFU in
+            small (memorised) forget quality fell from 0.405 to 0.097 at the same utility with the two-sided
+            subtraction (the truth ratios score the end of turn), hence off there.
         plausible_retain_loss_weight (`float` or `None`, defaults to `None`):
             ULD: weight, relative to `retain_loss_weight`, of a second retain term that makes the assistant flat on
             the target's plausible tokens at each retain answer position, the only tokens where it is subtracted
@@ -262,14 +265,15 @@ class UnlearnConfig(TrainingArguments):
         metadata={
             "help": "uld: the target has memorised the forget answers when its mean answer probability on the forget "
             "rows reaches this (read once before training, recorded in the sidecar); it decides assistant_weight, "
-            "one_sided_subtraction and subtraction_margin left unset."
+            "one_sided_subtraction, subtraction_margin and exempt_special_tokens left unset."
         },
     )
-    exempt_special_tokens: bool = field(
-        default=False,
+    exempt_special_tokens: bool | None = field(
+        default=None,
         metadata={
             "help": "Never subtract the assistant on the tokenizer's special tokens (end of turn, end of text), so "
-            "the unlearned model ends its answers where the target does. Not in the paper."
+            "the unlearned model ends its answers where the target does. Not in the paper. None: on when the target "
+            "has not memorised the forget answers, off when it has."
         },
     )
     plausible_retain_loss_weight: float | None = field(

@@ -223,7 +223,7 @@ class ULD(UnlearningMethod):
             logger.info(
                 "Only the assistant's layers were loaded, so the target's answer probability on the forget rows "
                 "cannot be read; the settings for a target that has not memorised them apply (%s). If it has, set "
-                "one_sided_subtraction=True, subtraction_margin=2, assistant_weight=1.",
+                "one_sided_subtraction=True, subtraction_margin=2, assistant_weight=1, exempt_special_tokens=False.",
                 subtraction,
             )
         else:
@@ -252,7 +252,7 @@ class ULD(UnlearningMethod):
             "weight_by_assistant_mass": args.weight_by_assistant_mass,
             "one_sided_subtraction": subtraction.one_sided,
             "subtraction_margin": subtraction.margin,
-            "exempt_token_ids": sorted(set(tokenizer.all_special_ids)) if args.exempt_special_tokens else [],
+            "exempt_token_ids": sorted(set(tokenizer.all_special_ids)) if subtraction.exempt_special_tokens else [],
         }
 
     def card_title(self, retain_loss: str | None) -> str:
@@ -266,10 +266,12 @@ class Subtraction:
     assistant_weight: float
     one_sided: bool
     margin: float
+    exempt_special_tokens: bool
 
     def __str__(self) -> str:
         kind = f"one-sided subtraction with margin {self.margin:g}" if self.one_sided else "two-sided subtraction"
-        return f"{kind} at α {self.assistant_weight:g}"
+        exempt = ", the special tokens exempt" if self.exempt_special_tokens else ""
+        return f"{kind} at α {self.assistant_weight:g}{exempt}"
 
 
 TWO_SIDED_ASSISTANT_WEIGHT = 0.6
@@ -283,16 +285,22 @@ fine-tuned on fictitious people (two assistants) and on TOFU in small, every for
 unchanged, where the two-sided subtraction changed some; on a target that knew its facts without memorising them (the
 demo's capitals) it let 1–4 of 40 forgotten facts back, so a target that has not memorised keeps the paper's
 subtraction."""
+# Special tokens are exempt only on a target that has not memorised the forget answers. Measured on the demo's target
+# (`benchmarks/RESULTS.md`, five assistants): the assistant learns where the short forget answers end and pushes the
+# end of turn down after unrelated short answers too; held-out general knowledge 0.931–0.982× with the exemption,
+# 0.874–1.015× without. On TOFU in small (memorised) it lowered forget quality from 0.405 to 0.097: TOFU's truth ratios
+# score the end of turn, and a memorised answer's end is part of what must be forgotten.
 
 
 def resolve_subtraction(args: UnlearnConfig, target_forget_probability: float | None) -> Subtraction:
-    """The subtraction a run records. Each of `one_sided_subtraction`, `subtraction_margin`, `assistant_weight` is as
-    configured, or when `None`:
+    """The subtraction a run records. Each of `one_sided_subtraction`, `subtraction_margin`, `assistant_weight`,
+    `exempt_special_tokens` is as configured, or when `None`:
 
     - one-sided when the target has memorised the forget answers (its mean answer probability on them is at least
       `memorised_forget_probability`; an unknown probability counts as not memorised), two-sided otherwise;
     - margin `MEMORISED_TARGET_MARGIN` for a one-sided subtraction on a memorised target, else 0;
-    - α `ONE_SIDED_ASSISTANT_WEIGHT` for a one-sided subtraction, `TWO_SIDED_ASSISTANT_WEIGHT` for a two-sided one.
+    - α `ONE_SIDED_ASSISTANT_WEIGHT` for a one-sided subtraction, `TWO_SIDED_ASSISTANT_WEIGHT` for a two-sided one;
+    - the tokenizer's special tokens exempt when the target has not memorised the forget answers.
     """
     memorised = (
         target_forget_probability is not None and target_forget_probability >= args.memorised_forget_probability
@@ -306,7 +314,10 @@ def resolve_subtraction(args: UnlearnConfig, target_forget_probability: float | 
         assistant_weight = args.assistant_weight
     else:
         assistant_weight = ONE_SIDED_ASSISTANT_WEIGHT if one_sided else TWO_SIDED_ASSISTANT_WEIGHT
-    return Subtraction(assistant_weight=assistant_weight, one_sided=one_sided, margin=margin)
+    exempt = not memorised if args.exempt_special_tokens is None else args.exempt_special_tokens
+    return Subtraction(
+        assistant_weight=assistant_weight, one_sided=one_sided, margin=margin, exempt_special_tokens=exempt
+    )
 
 
 @torch.no_grad()
