@@ -4,6 +4,9 @@
 - `memorised`: SmolLM2 fine-tuned on every weight on 32 fictitious people until its mean answer probability is at
   least 0.95 (cached between runs); forget 16 of them, keep 16. This is TOFU's situation: one token with p ≈ 1 at
   most answer positions.
+- `near-threshold` (only when named in `--targets`): the same, fine-tuned only until the first epoch at which its
+  mean answer probability reaches 0.9, the library's `memorised_forget_probability`: the target on which the
+  library's choice of subtraction is least sure.
 
 Both are scored on the forget questions, the same questions paraphrased (never trained on), the retain questions
 and held-out general knowledge (`benchmarks/data/general_knowledge_heldout.jsonl`).
@@ -36,10 +39,13 @@ except ImportError:  # imported by a script run directly
 
 HELDOUT = Path(__file__).parent / "data" / "general_knowledge_heldout.jsonl"
 MEMORISED_PROBABILITY = 0.95
+NEAR_THRESHOLD_PROBABILITY = 0.9
 TARGETS = {
     "demo": ("european_capitals_forget", "world_capitals_retain"),
     "memorised": ("fictitious_people_forget", "fictitious_people_retain"),
+    "near-threshold": ("fictitious_people_forget", "fictitious_people_retain"),
 }
+DEFAULT_TARGETS = ["demo", "memorised"]
 
 
 @dataclass
@@ -86,10 +92,12 @@ def memorised_model(
     return model, probability
 
 
-def memorised_target(tokenizer, quick: bool, rows: list[dict]) -> tuple[PreTrainedModel, float]:
+def memorised_target(
+    tokenizer, quick: bool, rows: list[dict], min_answer_probability: float = MEMORISED_PROBABILITY
+) -> tuple[PreTrainedModel, float]:
     """SmolLM2 fine-tuned until it has memorised `rows` (cached in the unlearn_peft cache directory)."""
-    name = f"smollm2-memorised-fictitious-people-p{MEMORISED_PROBABILITY}"
-    return memorised_model(name, rows, tokenizer, quick, MEMORISED_PROBABILITY)
+    name = f"smollm2-memorised-fictitious-people-p{min_answer_probability}"
+    return memorised_model(name, rows, tokenizer, quick, min_answer_probability)
 
 
 def load_target(name: str, tokenizer: PreTrainedTokenizerBase, quick: bool) -> Target:
@@ -99,8 +107,9 @@ def load_target(name: str, tokenizer: PreTrainedTokenizerBase, quick: bool) -> T
     heldout = [json.loads(line) for line in HELDOUT.read_text().splitlines() if line.strip()]
     if quick:
         forget, retain, heldout = forget[:2], retain[:2], heldout[:2]
-    if name == "memorised":
-        model, probability = memorised_target(tokenizer, quick, question_answers(forget + retain))
+    if name in ("memorised", "near-threshold"):
+        goal = MEMORISED_PROBABILITY if name == "memorised" else NEAR_THRESHOLD_PROBABILITY
+        model, probability = memorised_target(tokenizer, quick, question_answers(forget + retain), goal)
         described = (
             f"fine-tuned until its mean answer probability on all {len(forget + retain)} rows was {probability:.3f}"
         )
@@ -150,7 +159,13 @@ def run_on_targets(
     `title.format(name=target_name)` (not with `--quick`)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Tiny random model and 2 steps; no RESULTS.md.")
-    parser.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS), help="Which targets.")
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        choices=list(TARGETS),
+        default=DEFAULT_TARGETS,
+        help="Which targets (default: demo, memorised).",
+    )
     extra_arguments(parser)
     options = parser.parse_args()
     tokenizer = AutoTokenizer.from_pretrained(smollm2_checkpoint())

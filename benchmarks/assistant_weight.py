@@ -7,6 +7,8 @@ constant after warm-up, K = a quarter of the layers, trained until converged), t
 - `demo`: SmolLM2-135M-Instruct as shipped; forget 20 European capitals, keep 20 other capitals (a topic it knows).
 - `memorised`: SmolLM2 fine-tuned on every weight on 32 fictitious people until its mean answer probability is at
   least 0.95 (cached; built in `_targets.py`, shared with `filter_definitions.py`); forget 16 of them, keep 16.
+- `near-threshold` (`--targets near-threshold`, not run by default): the same people, fine-tuned only until the mean
+  answer probability reaches 0.9, where the library's choice of subtraction changes.
 
 Each α is also scored with `weight_by_assistant_mass=True` (rows "α, mass-weighted"): `f(z_A)` scaled at each
 position by the assistant's probability mass on the plausible set, and with `one_sided_subtraction=True` (rows
@@ -17,22 +19,24 @@ target's logits (`exempt_special_tokens`, rows "…, special tokens exempt"; eve
 The library chooses its subtraction from the target's answer probability on the forget rows, read before training;
 the row it chose is marked "(default)".
 
-Reported per split (forget, the forget questions paraphrased and never trained on, retain, held-out general
-knowledge from `benchmarks/data/general_knowledge_heldout.jsonl`): the answer probability `exp(−mean NLL)` of the
-unlearned model divided by the target's, averaged over questions; and, read as generated text, how many greedy
-answers state the fact (the answer's last phrase), how many retain and held-out greedy answers are unchanged, and
-how many forget and paraphrased greedy answers are degenerate (`degenerate`: a word three times in a row, fewer than
-half distinct words, or a "word" of more than 25 characters: words run together).
+Reported per split (forget, the forget questions paraphrased and never trained on, retain, held-out general knowledge
+from `benchmarks/data/general_knowledge_heldout.jsonl`): the answer probability `exp(−mean NLL)` of the unlearned model
+divided by the target's, averaged over questions; and, read as generated text, how many greedy answers state the fact
+(the answer's last phrase; for held-out questions, a word of the row's `facts`), how many retain and held-out greedy
+answers are unchanged, and how many forget and paraphrased greedy answers are degenerate (`degenerate`: a word three
+times in a row, fewer than half distinct words, or a "word" of more than 25 characters: words run together).
 
     python benchmarks/assistant_weight.py            # about 15 minutes on 2 CPU cores; appends to RESULTS.md
     python benchmarks/assistant_weight.py --seed 1   # another assistant (seed 0 by default)
     python benchmarks/assistant_weight.py --plausible-retain-loss-weight 0   # the paper's retain term alone
+    python benchmarks/assistant_weight.py --targets near-threshold   # a target memorised to 0.9 only (≈ 20 min)
     python benchmarks/assistant_weight.py --quick    # tiny random model, seconds (CI)
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 
 from unlearn_peft.evaluation import greedy_answers
 from unlearn_peft.sources import embedded_fact
@@ -66,6 +70,12 @@ def degenerate(text: str) -> bool:
         return True
     repeated = any(words[i] == words[i + 1] == words[i + 2] for i in range(len(words) - 2))
     return repeated or len(set(words)) < len(words) / 2 or max(map(len, words)) > RUN_TOGETHER_CHARACTERS
+
+
+def states_heldout_fact(row: dict, answer: str) -> bool:
+    """Whether a greedy `answer` to a held-out question states its fact: one of the row's `facts` as a whole word
+    (case-insensitive), so "10" does not state "0"."""
+    return any(re.search(rf"\b{re.escape(fact)}\b", answer, re.IGNORECASE) for fact in row["facts"])
 
 
 def default_variant(sidecar, special_ids: list[int]) -> str:
@@ -129,6 +139,8 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
                 embedded_fact(a).lower() in g.lower() for a, g in zip(answers, generated[key][split], strict=True)
             )
             columns.append(f"{hits}/{len(answers)}")
+        heldout = generated[key]["held-out utility"]
+        columns.append(f"{sum(map(states_heldout_fact, target.heldout, heldout))}/{len(heldout)}")
         for split in ("retain", "held-out utility"):
             before, after = generated[0.0, PLAIN][split], generated[key][split]
             columns.append(f"{sum(a == b for a, b in zip(before, after, strict=True))}/{len(before)}")
@@ -142,6 +154,7 @@ def evaluate_target(name: str, options: argparse.Namespace, tokenizer) -> tuple[
         "forget: fact stated",
         "paraphrased: fact stated",
         "retain: fact stated",
+        "held-out: fact stated",
         "retain: answer unchanged",
         "held-out: answer unchanged",
         "forget + paraphrased: degenerate",

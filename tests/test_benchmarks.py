@@ -245,8 +245,8 @@ def test_benchmark_options_refuse_bad_values():
         assert "Traceback" not in result.stderr
 
 
-def test_assistant_weight_counts_degenerate_answers():
-    """What `assistant_weight.py` counts as an answer no reader would take for one."""
+def test_assistant_weight_counts_degenerate_answers_and_held_out_facts():
+    """What `assistant_weight.py` counts as an answer no reader would take for one, and as a held-out fact stated."""
     sys.path.insert(0, str(BENCHMARKS))
     try:
         spec = importlib.util.spec_from_file_location("assistant_weight", BENCHMARKS / "assistant_weight.py")
@@ -259,6 +259,12 @@ def test_assistant_weight_counts_degenerate_answers():
     assert module.degenerate("Nikolkayabovhasillaiskiy contributiontoafricanaderditional readerlies")  # run together
     assert module.degenerate("to the to the to the to the sea")  # fewer than half distinct words
     assert module.degenerate("")
+    zero = {"facts": ["0", "zero"]}
+    assert module.states_heldout_fact(zero, "Water freezes at 0°C.") and module.states_heldout_fact(zero, "Zero.")
+    assert not module.states_heldout_fact(zero, "Water freezes at 10 degrees.")  # a whole word, not a digit of one
+    heldout = (BENCHMARKS / "data" / "general_knowledge_heldout.jsonl").read_text().splitlines()
+    for row in map(json.loads, heldout):  # each reference answer states its own fact
+        assert module.states_heldout_fact(row, row["answer"]), row
 
 
 def test_answers_read_as_text_against_hand_counts(tofu_mini):

@@ -189,8 +189,8 @@ class ULDModel(PreTrainedModel, GenerationMixin):
                 `one_sided_subtraction`).
             exempt_token_ids (`Sequence[int]`, *optional*):
                 Overrides the sidecar's tokens on which the assistant is never subtracted (the trainer records the
-                tokenizer's special tokens with `exempt_special_tokens=True`, else none; `[]` subtracts on every
-                token).
+                tokenizer's special tokens when they are exempt: by default for a target that has not memorised its
+                forget rows; else none; `[]` subtracts on every token).
             merge_assistant (`bool`, defaults to `True`):
                 `True`: copy the K assistant layers and merge the LoRA into the copy, so inference runs two plain
                 stacks (embeddings and LM head stay shared). `False`: share every base tensor and run the LoRA in
