@@ -120,8 +120,8 @@ class UnlearnConfig(TrainingArguments):
             along with what they say, and subtracting that moves where the target ends the answers it keeps. The
             token ids are recorded in the sidecar (`[]` when off). Not in the paper. `None`: on when the target has
             not memorised the forget answers (`memorised_forget_probability`), off when it has. Measured
-            (`benchmarks/RESULTS.md`): on the demo's target (not memorised), six assistants, held-out general
-            knowledge 0.931–0.982× of the base with it against 0.874–1.015× without, forgetting unchanged; on TOFU in
+            (`benchmarks/RESULTS.md`): on the demo's target (not memorised), seven assistants, held-out general
+            knowledge 0.931–1.036× of the base with it against 0.874–1.041× without, forgetting unchanged; on TOFU in
             small (memorised) forget quality fell from 0.405 to 0.097 at the same utility with the two-sided
             subtraction (the truth ratios score the end of turn), hence off there.
         plausible_retain_loss_weight (`float` or `None`, defaults to `None`):

@@ -286,9 +286,9 @@ unchanged, where the two-sided subtraction changed some; on a target that knew i
 demo's capitals) it let 1–4 of 40 forgotten facts back, so a target that has not memorised keeps the paper's
 subtraction."""
 # Special tokens are exempt only on a target that has not memorised the forget answers. Measured on the demo's target
-# (`benchmarks/RESULTS.md`, six assistants): the assistant learns where the short forget answers end and pushes the
-# end of turn down after unrelated short answers too; held-out general knowledge 0.931–0.982× with the exemption,
-# 0.874–1.015× without. On TOFU in small (memorised) it lowered forget quality from 0.405 to 0.097: TOFU's truth ratios
+# (`benchmarks/RESULTS.md`, seven assistants): the assistant learns where the short forget answers end and pushes the
+# end of turn down after unrelated short answers too; held-out general knowledge 0.931–1.036× with the exemption,
+# 0.874–1.041× without. On TOFU in small (memorised) it lowered forget quality from 0.405 to 0.097: TOFU's truth ratios
 # score the end of turn, and a memorised answer's end is part of what must be forgotten.
 
 
