@@ -121,7 +121,13 @@ def test_the_trainer_reads_the_target_as_memorised_and_saves_the_one_sided_subtr
 
 
 def test_forgotten_facts_are_no_longer_stated_also_when_asked_differently(unlearned):
-    assert max(unlearned.forget.ratios) <= 0.01, unlearned.forget.ratios
+    """Issue #15's goals: forget ≤ 0.01× and paraphrases ≤ 0.05× of the target's answer probability, means over the
+    questions as `benchmarks/assistant_weight.py` reports them, and no greedy answer stating its fact. Each forget
+    row is also held to ≤ 0.05×. Measured at today's defaults: every row ≤ 0.01× on one machine (2026-12-05); on
+    another CPU, the same code (also at 06179e7) gave rows 0.0006–0.0137×, mean 0.005×, paraphrases mean 0.004×, no
+    fact stated (2026-12-06): floating-point differences between CPUs move the rows by that much."""
+    forget = unlearned.forget.ratios
+    assert sum(forget) / ROWS <= 0.01 and max(forget) <= 0.05, forget
     assert sum(unlearned.paraphrased.ratios) / ROWS <= 0.05, unlearned.paraphrased.ratios
     for split in (unlearned.forget, unlearned.paraphrased):
         assert not any(states_fact(split.answers, split.unlearned_answers)), split.unlearned_answers
