@@ -120,10 +120,11 @@ class UnlearnConfig(TrainingArguments):
             along with what they say, and subtracting that moves where the target ends the answers it keeps. The
             token ids are recorded in the sidecar (`[]` when off). Not in the paper. `None`: on when the target has
             not memorised the forget answers (`memorised_forget_probability`), off when it has. Measured
-            (`benchmarks/RESULTS.md`): on the demo's target (not memorised), seven assistants, held-out general
-            knowledge 0.931–1.036× of the base with it against 0.874–1.041× without, forgetting unchanged; on TOFU in
-            small (memorised) forget quality fell from 0.405 to 0.097 at the same utility with the two-sided
-            subtraction (the truth ratios score the end of turn), hence off there.
+            (`benchmarks/RESULTS.md`): on the demo's target (not memorised), nine assistants, held-out general
+            knowledge 0.931–1.036× of the base with it (0.954–1.036× on the six trained at today's defaults)
+            against 0.874–1.041× without, forgetting unchanged; on TOFU in small (memorised) forget quality fell
+            from 0.405 to 0.097 at the same utility with the two-sided subtraction (the truth ratios score the end of
+            turn), hence off there.
         plausible_retain_loss_weight (`float` or `None`, defaults to `None`):
             ULD: weight, relative to `retain_loss_weight`, of a second retain term that makes the assistant flat on
             the target's plausible tokens at each retain answer position, the only tokens where it is subtracted

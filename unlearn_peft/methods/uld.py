@@ -286,10 +286,11 @@ unchanged, where the two-sided subtraction changed some; on a target that knew i
 demo's capitals) it let 1–4 of 40 forgotten facts back, so a target that has not memorised keeps the paper's
 subtraction."""
 # Special tokens are exempt only on a target that has not memorised the forget answers. Measured on the demo's target
-# (`benchmarks/RESULTS.md`, seven assistants): the assistant learns where the short forget answers end and pushes the
-# end of turn down after unrelated short answers too; held-out general knowledge 0.931–1.036× with the exemption,
-# 0.874–1.041× without. On TOFU in small (memorised) it lowered forget quality from 0.405 to 0.097: TOFU's truth ratios
-# score the end of turn, and a memorised answer's end is part of what must be forgotten.
+# (`benchmarks/RESULTS.md`, nine assistants): the assistant learns where the short forget answers end and pushes the
+# end of turn down after unrelated short answers too; held-out general knowledge 0.931–1.036× with the exemption
+# (0.954–1.036× on the six trained at today's defaults), 0.874–1.041× without. On TOFU in small (memorised) it
+# lowered forget quality from 0.405 to 0.097: TOFU's truth ratios score the end of turn, and a memorised answer's end
+# is part of what must be forgotten.
 
 
 def resolve_subtraction(args: UnlearnConfig, target_forget_probability: float | None) -> Subtraction:
